@@ -1,0 +1,257 @@
+"""The loop at the heart of every mode: values in, renders, atomic writes, coalesced reloads.
+
+One asyncio loop owns all state, so nothing needs a lock. Sources push values into the store
+(`update`); a value equal to the one known is dropped before anyone re-renders. A change marks the
+templates that used it (and only those) due, after their `wait` quiescence; the worker renders the
+due templates, writes what changed, then fires each affected reloader once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import logging
+import sys
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from confsync import reload, write
+from confsync.config import Config, TemplateConfig, Wait
+from confsync.errors import ConfsyncError, MissingDataError, TemplateError, WriteError
+from confsync.render import Template, make_environment
+from confsync.sources import Dep, Missing, Source, source_class
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class TemplateState:
+    index: int
+    cfg: TemplateConfig
+    template: Template
+    target: write.Target
+    deps: set[Dep] = field(default_factory=set)
+    missing: dict[Dep, str] = field(default_factory=dict)
+    changed: set[Dep] = field(default_factory=set)
+    rendered: bool = False  # rendered completely at least once
+    error: ConfsyncError | None = None
+    wait_since: float | None = None
+    timer: asyncio.TimerHandle | None = None
+
+    @property
+    def name(self) -> str:
+        return str(self.cfg.destination)
+
+
+class Runner:
+    """Drives all templates of a config. `reloads=False` for init; `dry_run`/`diff` for once."""
+
+    def __init__(self, config: Config, *, reloads: bool = True, dry_run: bool = False,
+                 diff: Callable[[str], None] | None = None) -> None:
+        self.config = config
+        self.reloads = reloads
+        self.dry_run = dry_run
+        self.diff = diff
+        self.sources: dict[str, Source] = {}
+        self.values: dict[Dep, Any] = {}
+        self.users: dict[Dep, set[TemplateState]] = defaultdict(set)
+        self.templates = self._load_templates()
+        self._due: set[TemplateState] = set(self.templates)
+        self._kick = asyncio.Event()
+        self._stopping = False
+        self.settled = asyncio.Event()  # every template rendered, or one failed for good
+        self.source_down: dict[str, str] = {}
+        self.reload_failures = 0
+
+    def _load_templates(self) -> list[TemplateState]:
+        functions = {name: source_class(s.type).functions for name, s in self.config.sources.items()}
+        envs: dict[Any, Any] = {}
+        states = []
+        for i, cfg in enumerate(self.config.templates):
+            folder = cfg.source.parent
+            env = envs.get(folder) or envs.setdefault(folder, make_environment([folder]))
+            target = write.Target(cfg.destination, cfg.perms, cfg.create_dirs, cfg.backup, cfg.check)
+            states.append(TemplateState(i, cfg, Template(env, cfg.source, functions), target))
+        return states
+
+    # -- the Sink the sources push into -------------------------------------------------------
+
+    def update(self, dep: Dep, value: Any) -> None:
+        if dep not in self.users or self.values.get(dep) == value:
+            return  # unwatched by now, or no change: nothing to render
+        self.values[dep] = value
+        for state in self.users[dep]:
+            self._mark_changed(state, dep)
+
+    def source_status(self, source: str, up: bool, reason: str = "") -> None:
+        if not up and self.source_down.get(source) != reason:
+            log.warning("source %s unavailable: %s (keeping last known values)", source, reason,
+                        extra={"event": "source_down", "source": source})
+            self.source_down[source] = reason
+        elif up and source in self.source_down:
+            log.info("source %s available again", source, extra={"event": "source_up", "source": source})
+            del self.source_down[source]
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        for name, spec in self.config.sources.items():
+            source = source_class(spec.type)(name, spec.options, self)
+            self.sources[name] = source
+            await source.start()
+        self._kick.set()
+
+    async def work(self) -> None:
+        """Render what is due until `stop()`; the write in flight always completes."""
+        while not self._stopping:
+            await self._kick.wait()
+            self._kick.clear()
+            due = sorted(self._due, key=lambda s: s.index)
+            self._due.clear()
+            fire: dict[str, None] = {}
+            for state in due:
+                if self._stopping:
+                    self._due.add(state)
+                    continue
+                if await self._render(state) and self.reloads:
+                    fire.update(dict.fromkeys(state.cfg.reload))
+            for name in fire:
+                await self._reload(name)
+            if all(s.rendered for s in self.templates) or any(_fatal(s.error) for s in self.templates):
+                self.settled.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._kick.set()
+
+    async def close(self) -> None:
+        for state in self.templates:
+            if state.timer:
+                state.timer.cancel()
+        for source in self.sources.values():
+            await source.close()
+
+    # -- rendering ------------------------------------------------------------------------------
+
+    def _mark_changed(self, state: TemplateState, dep: Dep) -> None:
+        state.changed.add(dep)
+        wait = state.cfg.wait or self.config.wait
+        if not state.rendered or not wait.max:
+            self._make_due(state)
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if state.wait_since is None:
+            state.wait_since = now
+        if state.timer:
+            state.timer.cancel()
+        state.timer = loop.call_at(min(now + wait.min, state.wait_since + wait.max), self._make_due, state)
+
+    def _make_due(self, state: TemplateState) -> None:
+        if state.timer:
+            state.timer.cancel()
+        state.timer, state.wait_since = None, None
+        self._due.add(state)
+        self._kick.set()
+
+    async def _render(self, state: TemplateState) -> bool:
+        """Render one template and write it; True when the destination changed."""
+        result = state.template.render(self.values.get)
+        # After an error keep watching what the last good render used too: either may fix it.
+        self._set_deps(state, result.used | state.deps if result.error else result.used)
+        state.missing = result.missing
+        if result.error:
+            state.changed = set()
+            return self._failed(state, result.error)
+        if result.text is None:
+            log.debug("%s waits for %s", state.name, ", ".join(map(str, result.missing)),
+                      extra={"event": "waiting", "template": state.name})
+            return False
+        changed, state.changed = state.changed, set()
+        data = result.text.encode("utf-8")
+        log.debug("rendered %s", state.name, extra={"event": "rendered", "template": state.name,
+                                                    "changed": sorted(map(str, changed))})
+        if self.diff:
+            self.diff(_unified_diff(state, data))
+        if self.dry_run:
+            state.rendered, state.error = True, None
+            return False
+        try:
+            written = await write.write(state.target, data)
+        except WriteError as exc:
+            return self._failed(state, exc)
+        first, state.rendered, state.error = not state.rendered, True, None
+        if written:
+            log.info("wrote %s (%d bytes; %s)", state.name, len(data),
+                     "first render" if first else "changed: " + ", ".join(sorted(map(str, changed))),
+                     extra={"event": "written", "template": state.name, "bytes": len(data),
+                            "changed": sorted(map(str, changed))})
+        return written
+
+    def _failed(self, state: TemplateState, error: ConfsyncError) -> bool:
+        state.error = error
+        log.error("%s not written: %s", state.name, error, extra={"event": "render_failed",
+                                                                 "template": state.name})
+        return False
+
+    def _set_deps(self, state: TemplateState, used: set[Dep]) -> None:
+        for dep in used - state.deps:
+            users = self.users[dep]
+            users.add(state)
+            if len(users) == 1:
+                self.sources[dep.source].watch(dep)
+        for dep in state.deps - used:
+            users = self.users[dep]
+            users.discard(state)
+            if not users:
+                del self.users[dep]
+                self.values.pop(dep, None)
+                self.sources[dep.source].unwatch(dep)
+        state.deps = used
+
+    async def _reload(self, name: str) -> None:
+        try:
+            done = await reload.fire(name, self.config.reloaders[name])
+        except ConfsyncError as exc:
+            self.reload_failures += 1
+            log.error("reload %s failed: %s (will retry at the next change)", name, exc,
+                      extra={"event": "reload_failed", "reloader": name})
+        else:
+            log.info("reload %s: %s", name, done, extra={"event": "reloaded", "reloader": name})
+
+    # -- reports --------------------------------------------------------------------------------
+
+    def first_error(self) -> ConfsyncError | None:
+        return next((s.error for s in self.templates if s.error), None)
+
+    def missing_report(self, timeout: float) -> MissingDataError:
+        lines = [f"data still missing after {timeout:g}s:"]
+        for state in self.templates:
+            if state.rendered:
+                continue
+            for dep, why in sorted(state.missing.items(), key=lambda i: str(i[0])):
+                down = self.source_down.get(dep.source)
+                lines.append(f"  source {dep.source}: {dep} {why}" + (f" (source unavailable: {down})"
+                                                                      if down else "")
+                             + f" — needed by {state.cfg.source} → {state.name}")
+        return MissingDataError("\n".join(lines))
+
+
+def _fatal(error: ConfsyncError | None) -> bool:
+    return isinstance(error, TemplateError | WriteError)
+
+
+def _unified_diff(state: TemplateState, new: bytes) -> str:
+    old = write.current(state.target.destination) or b""
+    return "".join(difflib.unified_diff(
+        old.decode("utf-8", "replace").splitlines(keepends=True),
+        new.decode("utf-8", "replace").splitlines(keepends=True),
+        fromfile=f"{state.name} (on disk)", tofile=f"{state.name} (rendered)",
+    ))
+
+
+def print_to_stdout(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
