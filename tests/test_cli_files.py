@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 from pathlib import Path
@@ -170,6 +171,8 @@ def test_only_what_the_last_render_used_is_watched(project, tmp_path):
         # The next render is b's: the change to a re-rendered nothing.
         assert daemon.wait_event("written")["changed"] == ["kv.key('b')"]
         assert out.read_text() == "B2"
+    renders = [json.loads(line)["changed"] for line in daemon.lines if '"event": "rendered"' in line]
+    assert renders[1:] == [["kv.key('b')", "kv.key('mode')"], ["kv.key('b')"]]  # a re-rendered nothing
 
 
 def test_a_value_that_looks_like_a_template_is_not_evaluated(project, tmp_path):
