@@ -8,6 +8,7 @@ import logging
 import signal
 from collections.abc import Iterator
 
+from confsync import observe
 from confsync.config import Config
 from confsync.errors import ReloadError
 from confsync.runner import Runner, print_to_stdout
@@ -33,10 +34,11 @@ async def run(config: Config) -> int:
     runner = Runner(config)
     stop = asyncio.Event()
     with capture_signals(stop):
+        server = await observe.serve(runner, config.listen) if config.listen else None
         await runner.start()
         log.info("confsync running: %d template(s), %d source(s)", len(runner.templates),
                  len(runner.sources), extra={"event": "started"})
-        worker = asyncio.create_task(runner.work())
+        worker = runner.worker = asyncio.create_task(runner.work())
         stopper = asyncio.create_task(stop.wait())
         await asyncio.wait({worker, stopper}, return_when=asyncio.FIRST_COMPLETED)
         runner.stop()
@@ -44,6 +46,8 @@ async def run(config: Config) -> int:
         try:
             await worker  # lets the write in flight finish; re-raises a crash of the loop
         finally:
+            if server:
+                server.close()
             await runner.close()
     log.info("confsync stopped", extra={"event": "stopped"})
     return 0
@@ -73,6 +77,7 @@ async def once(config: Config, timeout: float, *, reloads: bool = True, dry_run:
         raise error
     if not all(s.rendered for s in runner.templates):
         raise runner.missing_report(timeout)
-    if runner.reload_failures:
-        raise ReloadError(f"{runner.reload_failures} reload(s) failed")
+    failed = sum(counts["failed"] for counts in runner.reloads.values())
+    if failed:
+        raise ReloadError(f"{failed} reload(s) failed")
     return 0

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import difflib
+import hashlib
 import logging
 import sys
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +26,18 @@ from confsync.render import Template, make_environment
 from confsync.sources import Dep, Missing, Source, source_class
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Timing:
+    """A Prometheus summary without quantiles: how many, and how long in all."""
+
+    count: int = 0
+    total: float = 0.0
+
+    def add(self, seconds: float) -> None:
+        self.count += 1
+        self.total += seconds
 
 
 @dataclass(eq=False)
@@ -39,6 +53,14 @@ class TemplateState:
     error: ConfsyncError | None = None
     wait_since: float | None = None
     timer: asyncio.TimerHandle | None = None
+    # For /metrics:
+    renders: int = 0
+    failures: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # by kind of failure
+    render_time: Timing = field(default_factory=Timing)
+    write_time: Timing = field(default_factory=Timing)
+    propagation: Timing = field(default_factory=Timing)  # change seen → file written
+    changed_at: float | None = None  # monotonic time of the oldest change not yet written
+    last_success: float | None = None  # wall-clock time of the last render that reached the disk
 
     @property
     def name(self) -> str:
@@ -63,7 +85,9 @@ class Runner:
         self._stopping = False
         self.settled = asyncio.Event()  # every template rendered, or one failed for good
         self.source_down: dict[str, str] = {}
-        self.reload_failures = 0
+        self.source_errors: dict[str, int] = defaultdict(int)
+        self.reloads: dict[str, dict[str, int]] = {name: {"ok": 0, "failed": 0} for name in config.reloaders}
+        self.worker: asyncio.Task[None] | None = None
 
     def _load_templates(self) -> list[TemplateState]:
         functions = {name: source_class(s.type).functions for name, s in self.config.sources.items()}
@@ -87,6 +111,7 @@ class Runner:
 
     def source_status(self, source: str, up: bool, reason: str = "") -> None:
         if not up and self.source_down.get(source) != reason:
+            self.source_errors[source] += 1
             log.warning("source %s unavailable: %s (keeping last known values)", source, reason,
                         extra={"event": "source_down", "source": source})
             self.source_down[source] = reason
@@ -137,6 +162,8 @@ class Runner:
 
     def _mark_changed(self, state: TemplateState, dep: Dep) -> None:
         state.changed.add(dep)
+        if state.changed_at is None:
+            state.changed_at = time.monotonic()
         wait = state.cfg.wait or self.config.wait
         if not state.rendered or not wait.max:
             self._make_due(state)
@@ -158,18 +185,21 @@ class Runner:
 
     async def _render(self, state: TemplateState) -> bool:
         """Render one template and write it; True when the destination changed."""
+        started = time.monotonic()
         result = state.template.render(self.values.get)
+        state.render_time.add(time.monotonic() - started)
         # After an error keep watching what the last good render used too: either may fix it.
         self._set_deps(state, result.used | state.deps if result.error else result.used)
         state.missing = result.missing
         if result.error:
             state.changed = set()
-            return self._failed(state, result.error)
+            return self._failed(state, result.error, "template")
         if result.text is None:
             log.debug("%s waits for %s", state.name, ", ".join(map(str, result.missing)),
                       extra={"event": "waiting", "template": state.name})
             return False
         changed, state.changed = state.changed, set()
+        state.renders += 1
         data = result.text.encode("utf-8")
         log.debug("rendered %s", state.name, extra={"event": "rendered", "template": state.name,
                                                     "changed": sorted(map(str, changed))})
@@ -178,20 +208,29 @@ class Runner:
         if self.dry_run:
             state.rendered, state.error = True, None
             return False
+        started = time.monotonic()
         try:
             written = await write.write(state.target, data)
         except WriteError as exc:
-            return self._failed(state, exc)
+            return self._failed(state, exc, "write")
+        now = time.monotonic()
+        state.write_time.add(now - started)
+        if state.changed_at is not None:
+            state.propagation.add(now - state.changed_at)
+            state.changed_at = None
         first, state.rendered, state.error = not state.rendered, True, None
+        state.last_success = time.time()
         if written:
-            log.info("wrote %s (%d bytes; %s)", state.name, len(data),
+            digest = hashlib.sha256(data).hexdigest()
+            log.info("wrote %s (%d bytes, sha256 %s; %s)", state.name, len(data), digest[:12],
                      "first render" if first else "changed: " + ", ".join(sorted(map(str, changed))),
                      extra={"event": "written", "template": state.name, "bytes": len(data),
-                            "changed": sorted(map(str, changed))})
+                            "sha256": digest, "changed": sorted(map(str, changed))})
         return written
 
-    def _failed(self, state: TemplateState, error: ConfsyncError) -> bool:
+    def _failed(self, state: TemplateState, error: ConfsyncError, kind: str) -> bool:
         state.error = error
+        state.failures[kind] += 1
         log.error("%s not written: %s", state.name, error, extra={"event": "render_failed",
                                                                  "template": state.name})
         return False
@@ -215,13 +254,19 @@ class Runner:
         try:
             done = await reload.fire(name, self.config.reloaders[name])
         except ConfsyncError as exc:
-            self.reload_failures += 1
+            self.reloads[name]["failed"] += 1
             log.error("reload %s failed: %s (will retry at the next change)", name, exc,
                       extra={"event": "reload_failed", "reloader": name})
         else:
+            self.reloads[name]["ok"] += 1
             log.info("reload %s: %s", name, done, extra={"event": "reloaded", "reloader": name})
 
     # -- reports --------------------------------------------------------------------------------
+
+    def waiting(self) -> dict[str, dict[str, str]]:
+        """Templates not rendered yet → the dependencies each waits for, and why."""
+        return {s.name: {str(dep): why for dep, why in s.missing.items()}
+                for s in self.templates if not s.rendered}
 
     def first_error(self) -> ConfsyncError | None:
         return next((s.error for s in self.templates if s.error), None)
