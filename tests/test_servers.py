@@ -12,7 +12,7 @@ import time
 import httpx
 import pytest
 
-from servers import (
+from tests.servers import (
     ServerHandle,
     ServerStartError,
     _PortInUse,
