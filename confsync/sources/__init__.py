@@ -82,6 +82,8 @@ class Functions:
     store of last-known values. Attributes starting with `_` are invisible to the sandbox.
     """
 
+    secret = False  # True: values are secrets (files 0600, redacted from diffs and errors)
+
     def __init__(self, source: str, lookup: Any) -> None:
         self._source = source
         self._lookup = lookup
