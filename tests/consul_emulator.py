@@ -478,7 +478,10 @@ class _State:
             if n == node_name and c["ServiceID"] in ("", service_id)
         ]
 
-    def catalog_report_index(self, watch: int) -> int:
+    def service_report_index(self, name: str) -> int:
+        """X-Consul-Index for one service: the last change to its instances or
+        their health; for a service never seen, the last catalog change."""
+        watch = self.service_index.get(name, 0)
         return watch if watch > 0 else max(1, self.catalog_index)
 
 
@@ -842,14 +845,14 @@ class ConsulEmulator:
         self,
         server: _Server,
         query,
-        watch: Callable[[], int],
+        current_index: Callable[[], int],
         build: Callable[[int], _Response],
     ) -> _Response:
         """Run a read as a blocking query (https://developer.hashicorp.com/consul/api-docs/features/blocking).
 
-        ``watch()`` returns the index of the last write that affected the
-        resource; the query returns as soon as it exceeds ``?index``, or after
-        ``?wait`` (+ up to wait/16 jitter).  ``build(watch_index)`` renders the
+        ``current_index()`` is the X-Consul-Index the resource would be served
+        with right now; the query returns as soon as it exceeds ``?index``, or
+        after ``?wait`` (+ up to wait/16 jitter).  ``build(index)`` renders the
         reply.  Both are called with the state lock held.
         """
         raw_index = _one(query, "index")
@@ -880,7 +883,7 @@ class ConsulEmulator:
                 state.blocked += 1
                 state.cond.notify_all()  # for wait_for_blocked()
                 try:
-                    while watch() <= min_index:
+                    while current_index() <= min_index:
                         if server.stopping.is_set():
                             raise _Abort
                         remaining = deadline - time.monotonic()
@@ -891,7 +894,7 @@ class ConsulEmulator:
                     state.blocked -= 1
             if server.stopping.is_set():
                 raise _Abort
-            response = build(watch())
+            response = build(current_index())
         response.headers.setdefault("X-Consul-KnownLeader", "true" if self.leader else "false")
         response.headers.setdefault("X-Consul-LastContact", "0")
         response.headers.setdefault(
@@ -943,8 +946,14 @@ class ConsulEmulator:
         separator = _one(query, "separator") or ""
         state = self._state
 
-        def build(watch_index: int) -> _Response:
-            index = watch_index if watch_index > 0 else max(1, state.kv_table_index)
+        def current_index() -> int:
+            # The last write affecting this key/prefix; for a key or prefix
+            # with no history, the index of the last KV write anywhere (so,
+            # as in Consul, such queries may also wake for unrelated writes).
+            watch = state.kv_watch_index(key, recurse)
+            return watch if watch > 0 else max(1, state.kv_table_index)
+
+        def build(index: int) -> _Response:
             if not recurse:
                 entry = state.kv.get(key)
                 if entry is None:
@@ -975,7 +984,7 @@ class ConsulEmulator:
                 return self._json(listed, query, index=index)
             return self._json([self._kv_view(k, state.kv[k]) for k in matched], query, index=index)
 
-        return self._blocking(server, query, lambda: state.kv_watch_index(key, recurse), build)
+        return self._blocking(server, query, current_index, build)
 
     @staticmethod
     def _uint_param(query, name: str) -> int | None:
@@ -1030,7 +1039,7 @@ class ConsulEmulator:
         passing = _flag(query, "passing")
         state = self._state
 
-        def build(watch_index: int) -> _Response:
+        def build(index: int) -> _Response:
             entries = []
             for node, svc in state.service_instances(name, tags):
                 checks = state.checks_for(node["Node"], svc["ID"])
@@ -1038,15 +1047,15 @@ class ConsulEmulator:
                 if passing and any(c["Status"] != "passing" for c in checks):
                     continue
                 entries.append({"Node": self._node_view(node), "Service": self._service_view(svc), "Checks": checks})
-            return self._json(entries, query, index=state.catalog_report_index(watch_index))
+            return self._json(entries, query, index=index)
 
-        return self._blocking(server, query, lambda: state.service_index.get(name, 0), build)
+        return self._blocking(server, query, lambda: state.service_report_index(name), build)
 
     def _catalog_service(self, server: _Server, method: str, query, body: bytes, name: str) -> _Response:
         tags = [t for t in query.get("tag", []) if t]
         state = self._state
 
-        def build(watch_index: int) -> _Response:
+        def build(index: int) -> _Response:
             entries = []
             for node, svc in state.service_instances(name, tags):
                 entries.append(
@@ -1070,21 +1079,21 @@ class ConsulEmulator:
                         "ModifyIndex": svc["ModifyIndex"],
                     }
                 )
-            return self._json(entries, query, index=state.catalog_report_index(watch_index))
+            return self._json(entries, query, index=index)
 
-        return self._blocking(server, query, lambda: state.service_index.get(name, 0), build)
+        return self._blocking(server, query, lambda: state.service_report_index(name), build)
 
     def _catalog_services(self, server: _Server, method: str, query, body: bytes) -> _Response:
         state = self._state
 
-        def build(watch_index: int) -> _Response:
+        def build(index: int) -> _Response:
             tags: dict[str, set[str]] = {}
             for svc in state.services.values():
                 tags.setdefault(svc["Service"], set()).update(svc["Tags"])
             payload = {name: sorted(tags[name]) for name in sorted(tags)}
-            return self._json(payload, query, index=max(1, watch_index))
+            return self._json(payload, query, index=index)
 
-        return self._blocking(server, query, lambda: state.services_table_index, build)
+        return self._blocking(server, query, lambda: max(1, state.services_table_index), build)
 
     def _catalog_datacenters(self, server: _Server, method: str, query, body: bytes) -> _Response:
         return self._json([DATACENTER], query)

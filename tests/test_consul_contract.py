@@ -285,6 +285,21 @@ def test_blocking_query_on_missing_key_wakes_when_it_is_created(
     assert base64.b64decode(resp.json()[0]["Value"]) == b"created"
 
 
+def test_blocking_query_on_missing_key_with_older_index_returns_at_once(
+    consul_client: consul.Consul, kv_prefix: str
+) -> None:
+    consul_client.kv.put(kv_prefix + "sibling", "v")  # make sure some KV write has happened
+    index, entry = consul_client.kv.get(kv_prefix + "absent")
+    assert entry is None and int(index) >= 2
+    # the X-Consul-Index served for the absent key is what the server compares against
+    (index2, entry2), elapsed = timed(
+        lambda: consul_client.kv.get(kv_prefix + "absent", index=int(index) - 1, wait=LONG_WAIT)
+    )
+    assert elapsed < 5
+    assert entry2 is None
+    assert int(index2) >= int(index)
+
+
 def test_recurse_blocking_query_wakes_on_delete_under_prefix(
     consul_target: ConsulTarget, consul_client: consul.Consul, kv_prefix: str
 ) -> None:
