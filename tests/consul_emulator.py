@@ -162,6 +162,14 @@ def _str_map(value: Any, name: str) -> dict[str, str]:
     return dict(value)
 
 
+def _weights(value: Any, *, snake: bool = False) -> dict[str, int] | None:
+    if value is None:
+        return None
+    w = _fields(value, ("Passing", "Warning"), snake=snake, what="Weights")
+    return {"Passing": _expect(w.get("Passing"), int, "Weights.Passing", 1),
+            "Warning": _expect(w.get("Warning"), int, "Weights.Warning", 1)}
+
+
 def _flag(query: dict[str, list[str]], name: str) -> bool:
     # Consul treats these query parameters as set when present at all
     # ("?recurse", "?keys", "?raw", "?passing", "?stale", "?consistent").
@@ -1162,7 +1170,7 @@ class ConsulEmulator:
                 "Address": _expect(svc.get("Address"), str, "Service.Address", ""),
                 "Meta": _str_map(svc.get("Meta"), "Service.Meta"),
                 "Port": _expect(svc.get("Port"), int, "Service.Port", 0),
-                "Weights": _expect(svc.get("Weights"), dict, "Service.Weights", None),
+                "Weights": _weights(svc.get("Weights")),
                 "EnableTagOverride": bool(svc.get("EnableTagOverride")),
                 "TaggedAddresses": _expect(svc.get("TaggedAddresses"), dict, "Service.TaggedAddresses", {}),
             }
@@ -1231,7 +1239,7 @@ class ConsulEmulator:
                 "Address": _expect(svc.get("Address"), str, "Address", ""),
                 "Meta": _str_map(svc.get("Meta"), "Meta"),
                 "Port": _expect(svc.get("Port"), int, "Port", 0),
-                "Weights": _expect(svc.get("Weights"), dict, "Weights", None),
+                "Weights": _weights(svc.get("Weights"), snake=True),
                 "EnableTagOverride": bool(svc.get("EnableTagOverride")),
                 "TaggedAddresses": _expect(svc.get("TaggedAddresses"), dict, "TaggedAddresses", {}),
             },
