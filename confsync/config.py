@@ -91,7 +91,7 @@ class ReloaderConfig:
     expect_status: tuple[int, ...] = ()  # empty: any 2xx
     timeout: Duration = 10.0
     retries: int = 3
-    command: tuple[str, ...] | str | None = None  # a list runs as is; a string runs under /bin/sh
+    command: str | tuple[str, ...] | None = None  # a string runs under /bin/sh; a list runs as is
     splay: Duration = 0.0  # random delay before each reload, so many pods don't reload at once
 
     def __post_init__(self) -> None:

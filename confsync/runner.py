@@ -256,7 +256,7 @@ class Runner:
                                                                  "template": state.name, "reason": kind})
 
     def _is_secret(self, state: TemplateState) -> bool:
-        return any(getattr(self.sources[d.source].functions, "secret", False) for d in state.deps)
+        return any(getattr(self.sources[d.source], "secret", False) for d in state.deps)
 
     def _target(self, state: TemplateState) -> write.Target:
         """Templates that used a secret get 0600 files and private backups unless perms say so."""
@@ -332,14 +332,13 @@ class Runner:
         """Put back, for templates with `rollback: true`, the file the app had before these writes."""
         restored: list[str] = []
         for state, change in writes:
-            if not state.cfg.rollback or state.name in restored:
-                continue  # the first write of a template in the window holds the version to restore
+            # The first write of a template in the window holds the version to restore. A first
+            # render has none: removing the file would leave the app nothing at its next start.
+            if not state.cfg.rollback or state.name in restored or change.previous is None:
+                continue
             try:
-                if change.previous is None:
-                    state.target.destination.unlink(missing_ok=True)
-                else:
-                    await write.write(self._target(state), change.previous, guard=False)
-            except (WriteError, OSError) as exc:
+                await write.write(self._target(state), change.previous, guard=False)
+            except WriteError as exc:
                 log.error("%s: rollback failed: %s", state.name, exc, extra={"event": "rollback_failed",
                                                                             "template": state.name})
                 continue

@@ -60,6 +60,7 @@ class Sink(Protocol):
 class Source(Protocol):
     Options: ClassVar[type]  # a frozen dataclass: the source's config keys, checked by config.py
     functions: ClassVar[type[Functions]]
+    secret: bool  # values are secrets: files 0600 by default, redacted from diffs and errors
 
     def __init__(self, name: str, options: Any, sink: Sink) -> None: ...
 
@@ -81,8 +82,6 @@ class Functions:
     Each call becomes a `Dep`; `lookup` (the renderer's) records it as used and answers from the
     store of last-known values. Attributes starting with `_` are invisible to the sandbox.
     """
-
-    secret = False  # True: values are secrets (files 0600, redacted from diffs and errors)
 
     def __init__(self, source: str, lookup: Any) -> None:
         self._source = source
