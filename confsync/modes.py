@@ -30,8 +30,8 @@ def capture_signals(stop: asyncio.Event) -> Iterator[None]:
             loop.remove_signal_handler(signum)
 
 
-async def run(config: Config) -> int:
-    runner = Runner(config)
+async def run(config: Config, *, force: bool = False) -> int:
+    runner = Runner(config, force=force)
     stop = asyncio.Event()
     with capture_signals(stop):
         server = await observe.serve(runner, config.listen) if config.listen else None
@@ -54,13 +54,13 @@ async def run(config: Config) -> int:
 
 
 async def once(config: Config, timeout: float, *, reloads: bool = True, dry_run: bool = False,
-               diff: bool = False) -> int:
+               diff: bool = False, force: bool = False) -> int:
     """Render every template once (waiting up to `timeout` for data), write, reload, exit.
 
     `init` is this without reloads: in an init container the app is not running yet.
     """
     runner = Runner(config, reloads=reloads and not dry_run, dry_run=dry_run,
-                    diff=print_to_stdout if diff else None)
+                    diff=print_to_stdout if diff else None, force=force)
     await runner.start()
     worker = asyncio.create_task(runner.work())
     try:

@@ -60,6 +60,7 @@ class Sink(Protocol):
 class Source(Protocol):
     Options: ClassVar[type]  # a frozen dataclass: the source's config keys, checked by config.py
     functions: ClassVar[type[Functions]]
+    secret: bool  # values are secrets: files 0600 by default, redacted from diffs and errors
 
     def __init__(self, name: str, options: Any, sink: Sink) -> None: ...
 

@@ -28,6 +28,7 @@ STEP_MS = 10
 @dataclass(frozen=True)
 class FilesOptions:
     root: RelPath
+    secret: bool = False  # a Secret volume: files 0600 by default, values redacted from diffs and errors
 
 
 class FilesSource:
@@ -37,6 +38,7 @@ class FilesSource:
     def __init__(self, name: str, options: FilesOptions, sink: Sink) -> None:
         self.name = name
         self.root = options.root
+        self.secret = options.secret
         self.sink = sink
         self.deps: set[Dep] = set()
         self._unread: set[Dep] = set()
