@@ -69,7 +69,7 @@ def _route(runner: Runner, collector: Collector, method: str, path: str) -> tupl
     if path == "/metrics":
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-        return "200 OK", CONTENT_TYPE_LATEST, generate_latest(collector)  # type: ignore[arg-type]
+        return "200 OK", CONTENT_TYPE_LATEST, generate_latest(collector)
     return "404 Not Found", "text/plain", b"not found: try /healthz, /readyz or /metrics\n"
 
 
@@ -95,23 +95,23 @@ class Collector:
                                   "reached the disk (or was identical)", labels=["template"])
         now = time.time()
         for state in runner.templates:
-            name = [state.name]
-            renders.add_metric(name, state.renders)
+            label = [state.name]
+            renders.add_metric(label, state.renders)
             for reason, count in state.failures.items():
                 failures.add_metric([state.name, reason], count)
-            render_s.add_metric(name, state.render_time.count, state.render_time.total)
-            write_s.add_metric(name, state.write_time.count, state.write_time.total)
-            prop_s.add_metric(name, state.propagation.count, state.propagation.total)
+            render_s.add_metric(label, state.render_time.count, state.render_time.total)
+            write_s.add_metric(label, state.write_time.count, state.write_time.total)
+            prop_s.add_metric(label, state.propagation.count, state.propagation.total)
             if state.last_success is not None:
-                since.add_metric(name, now - state.last_success)
+                since.add_metric(label, now - state.last_success)
         yield from (renders, failures, render_s, write_s, prop_s, since)
 
         reloads = CounterMetricFamily("confsync_reloads", "Reloads delivered", labels=["reloader"])
         reload_failures = CounterMetricFamily("confsync_reload_failures", "Reloads that failed",
                                               labels=["reloader"])
-        for name, counts in runner.reloads.items():
-            reloads.add_metric([name], counts["ok"])
-            reload_failures.add_metric([name], counts["failed"])
+        for name, outcomes in runner.reloads.items():
+            reloads.add_metric([name], outcomes["ok"])
+            reload_failures.add_metric([name], outcomes["failed"])
         yield from (reloads, reload_failures)
 
         up = GaugeMetricFamily("confsync_source_up", "1 if the source's backend is reachable", labels=["source"])

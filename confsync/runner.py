@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from confsync import reload, write
-from confsync.config import Config, TemplateConfig, Wait
+from confsync.config import Config, TemplateConfig
 from confsync.errors import ConfsyncError, MissingDataError, TemplateError, WriteError
 from confsync.render import Template, make_environment
-from confsync.sources import Dep, Missing, Source, source_class
+from confsync.sources import Dep, Source, source_class
 
 log = logging.getLogger(__name__)
 
@@ -100,10 +100,11 @@ class Runner:
     def _load_templates(self) -> list[TemplateState]:
         functions = {name: source_class(s.type).functions for name, s in self.config.sources.items()}
         envs: dict[Any, Any] = {}
+        allow = frozenset(self.config.env_allow) if self.config.env_allow is not None else None
         states = []
         for i, cfg in enumerate(self.config.templates):
             folder = cfg.source.parent
-            env = envs.get(folder) or envs.setdefault(folder, make_environment([folder], self.config.env_allow))
+            env = envs.get(folder) or envs.setdefault(folder, make_environment([folder], allow))
             target = write.Target(
                 cfg.destination, cfg.perms, cfg.create_dirs, cfg.backup, cfg.check, min_bytes=cfg.min_bytes,
                 max_shrink=cfg.max_shrink, allow_shrink=cfg.allow_shrink or self.force, format=cfg.format,
@@ -210,7 +211,8 @@ class Runner:
         state.missing = result.missing
         if result.error:
             state.changed = set()
-            return self._failed(state, result.error, "template")
+            self._failed(state, result.error, "template")
+            return None
         if result.text is None:
             log.debug("%s waits for %s", state.name, ", ".join(map(str, result.missing)),
                       extra={"event": "waiting", "template": state.name})
@@ -230,9 +232,11 @@ class Runner:
         try:
             written = await write.write(target, data)
         except write.RefusedError as exc:
-            return self._failed(state, exc, "refused")
+            self._failed(state, exc, "refused")
+            return None
         except WriteError as exc:
-            return self._failed(state, exc, "write")
+            self._failed(state, exc, "write")
+            return None
         now = time.monotonic()
         state.write_time.add(now - started)
         if state.changed_at is not None:

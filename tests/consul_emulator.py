@@ -46,9 +46,10 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Iterator
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 __all__ = ["ConsulEmulator", "consul_emulator", "parse_go_duration", "main"]
@@ -1275,7 +1276,8 @@ class ConsulEmulator:
         state = self._state
         with state.cond:
             if not state.update_check(state.node_name, cid, status, output):
-                raise ApiError(404, f'Unknown check ID "{cid}". Ensure that the check ID is passed, not the check name.')
+                raise ApiError(404, f'Unknown check ID "{cid}". '
+                               "Ensure that the check ID is passed, not the check name.")
         return _Response(200, b"", None)
 
     def _agent_self(self, server: _Server, method: str, query, body: bytes) -> _Response:

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import queue
-from pathlib import Path
 
 import pytest
 
-from tests.helpers import Daemon, confsync, wait_until
+from tests.helpers import Daemon, confsync
 
 TEMPLATE = 'host={{ kv.key("db/host") }}\nport={{ kv.key("db/port", default="5432") }}\n'
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 import base64
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from typing import Any, Callable
+from typing import Any
 
 import consul
 import httpx

@@ -95,7 +95,7 @@ class FilesSource:
                 self._read_unread()
 
     def _changed(self, paths: set[Path]) -> None:
-        rels = []
+        rels: list[str] | None = []
         for path in paths:
             try:
                 rel = path.relative_to(self.root).as_posix()
@@ -104,7 +104,7 @@ class FilesSource:
             if rel in ("", ".") or any(part.startswith("..") for part in rel.split("/")):
                 rels = None  # a kubelet swap of `..data` (or the root itself): anything may have moved
                 break
-            rels.append(rel)
+            rels.append(rel)  # type: ignore[union-attr]
         for dep in list(self.deps):
             if rels is None or any(_related(dep.path, rel) for rel in rels):
                 self.sink.update(dep, read(self.root, dep))
