@@ -46,8 +46,6 @@ class FilesSource:
         self._stop = asyncio.Event()
 
     async def start(self) -> None:
-        if not self.root.is_dir():
-            self.sink.source_status(self.name, False, f"root directory {self.root} does not exist")
         self._task = asyncio.create_task(self._watch_tree(), name=f"files:{self.name}")
 
     def watch(self, dep: Dep) -> None:
@@ -73,26 +71,37 @@ class FilesSource:
     async def _watch_tree(self) -> None:
         import watchfiles
 
+        down = False
         while not self._stop.is_set():
+            if not self.root.is_dir():  # watchfiles would block forever on a missing path
+                self.sink.source_status(self.name, False, f"root directory {self.root} does not exist")
+                down = True
+                if await self._stopped_within(1.0):
+                    return
+                continue
+            if down:  # back: whatever happened meanwhile is read afresh
+                down = False
+                self.sink.source_status(self.name, True)
+                self._unread |= self.deps
+                self._read_unread()
             try:
                 async for changes in watchfiles.awatch(
                     self.root, stop_event=self._stop, watch_filter=None, step=STEP_MS, debounce=1000,
                     recursive=True, ignore_permission_denied=True,
                 ):
                     self._changed({Path(p) for _, p in changes})
-            except (FileNotFoundError, OSError) as exc:
-                # The root vanished or cannot be watched: say so, and look again shortly.
+            except OSError as exc:
                 self.sink.source_status(self.name, False, f"cannot watch {self.root}: {exc}")
-                try:
-                    await asyncio.wait_for(self._stop.wait(), timeout=1.0)
-                except TimeoutError:
-                    pass
-                else:
+                down = True
+                if await self._stopped_within(1.0):
                     return
-            if not self._stop.is_set():
-                self.sink.source_status(self.name, True)
-                self._unread |= self.deps
-                self._read_unread()
+
+    async def _stopped_within(self, seconds: float) -> bool:
+        try:
+            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+        except TimeoutError:
+            return False
+        return True
 
     def _changed(self, paths: set[Path]) -> None:
         rels: list[str] | None = []
