@@ -38,8 +38,10 @@ def emu() -> Iterator[ConsulEmulator]:
 
 
 def put(emu: ConsulEmulator, key: str, value: str, token: str | None = None) -> None:
+    """A KV write; lone surrogates in `value` stand for raw bytes (not UTF-8)."""
     headers = {"X-Consul-Token": token} if token else {}
-    assert httpx.put(f"{emu.addr}/v1/kv/{key}", content=value.encode(), headers=headers).json() is True
+    body = value.encode("utf-8", "surrogateescape")
+    assert httpx.put(f"{emu.addr}/v1/kv/{key}", content=body, headers=headers).json() is True
 
 
 def register(emu: ConsulEmulator, node: str, address: str, sid: str, port: int, tags: list[str],
@@ -303,7 +305,7 @@ def test_config_errors_name_the_field(project, emu):
     result = confsync("check", "-c", str(bad))
     assert result.returncode == 2 and "sources.consul.consistency" in result.stderr
     with pytest.raises(ConfigError, match="address"):
-        load(project(f"sources:\n  c: {{type: consul, address: 'unix:///run/consul.sock'}}\n", name="c3.yaml"))
+        load(project("sources:\n  c: {type: consul, address: 'unix:///run/consul.sock'}\n", name="c3.yaml"))
 
 
 # -- the source in process -------------------------------------------------------------------------
@@ -341,7 +343,7 @@ async def test_values_are_plain_and_unwatch_frees_the_thread(emu):
     put(emu, "t/d/b", "2")
     put(emu, "t/d/", "")  # a folder marker: not a value
     put(emu, "t/empty", "")
-    httpx.put(f"{emu.addr}/v1/kv/t/bin", content=b"\xff\xfe")
+    put(emu, "t/bin", "\udcff")
     sink = Sink()
     source = ConsulSource("consul", ConsulOptions(address=emu.addr, wait=30), sink)
     await source.start()
@@ -390,7 +392,7 @@ class _SpinningConsul(ThreadingHTTPServer):
         self.requests = 0
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(handler) -> None:  # noqa: N805
+            def do_GET(handler) -> None:
                 self.requests += 1
                 body = json.dumps([{"Key": "k", "Value": "dg==", "ModifyIndex": 0}]).encode()
                 handler.send_response(200)
@@ -399,7 +401,7 @@ class _SpinningConsul(ThreadingHTTPServer):
                 handler.end_headers()
                 handler.wfile.write(body)
 
-            def log_message(handler, *args: Any) -> None:  # noqa: N805
+            def log_message(handler, *args: Any) -> None:
                 pass
 
         super().__init__(("127.0.0.1", 0), Handler)
@@ -433,3 +435,27 @@ def test_addresses_and_environment(monkeypatch):
     monkeypatch.setenv("CONSUL_HTTP_ADDR", "unix:///x")
     with pytest.raises(ConfigError, match="CONSUL_HTTP_ADDR"):
         ConsulSource("c", ConsulOptions(), Sink())
+
+
+async def test_tls_options_reach_the_client(tmp_path, monkeypatch):
+    monkeypatch.delenv("CONSUL_CACERT", raising=False)
+    ca, cert, key = tmp_path / "ca.pem", tmp_path / "c.pem", tmp_path / "k.pem"
+    options = load_options(tmp_path, "address: https://127.0.0.1:1\n    tls: {ca_file: ca.pem, cert_file: c.pem, "
+                                     "key_file: k.pem}\n    datacenter: dc1\n    consistency: stale\n")
+    source = ConsulSource("consul", options, Sink())
+    await source.start()
+    http = source._client.http
+    assert (http.base_uri, http.verify, http.cert) == ("https://127.0.0.1:1", str(ca), (str(cert), str(key)))
+    assert (source._client.dc, source._client.consistency) == ("dc1", "stale")
+    await source.close()
+    monkeypatch.setenv("CONSUL_HTTP_SSL_VERIFY", "false")
+    source = ConsulSource("consul", load_options(tmp_path, "address: https://127.0.0.1:1\n"), Sink())
+    await source.start()
+    assert source._client.http.verify is False
+    await source.close()
+
+
+def load_options(tmp_path: Path, body: str) -> ConsulOptions:
+    path = tmp_path / "opts.yaml"
+    path.write_text(f"sources:\n  consul:\n    type: consul\n    {body}")
+    return load(path).sources["consul"].options

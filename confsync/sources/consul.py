@@ -166,7 +166,6 @@ class ConsulSource:
         self._back = asyncio.Event()  # set (and replaced) when a failing poll gets an answer
         self._client: Any = None
         self._executor: Any = None
-        self._retryable: Any = None
         self._busy: set[int] = set()  # worker threads inside a request
         self._conns: dict[int, Any] = {}  # worker thread → the HTTP connection it is using
 
@@ -187,6 +186,9 @@ class ConsulSource:
             self.sink.update(dep, Missing(problem))
             return
         w = self._watches[dep] = _Watch(dep)
+        if len(self._watches) == MAX_THREADS + 1:
+            log.warning("consul source %s: more than %d dependencies; the polls beyond that wait for a "
+                        "free thread", self.name, MAX_THREADS)
         w.task = asyncio.create_task(self._follow(w), name=f"consul:{dep}")
 
     def unwatch(self, dep: Dep) -> None:
@@ -238,7 +240,7 @@ class ConsulSource:
             retry=tenacity.retry_if_exception_type(_Unavailable),
             wait=tenacity.wait_random_exponential(multiplier=BACKOFF_MULTIPLIER, min=BACKOFF_MIN,
                                                   max=BACKOFF_MAX),
-            before_sleep=lambda state: self._failed(w, state.outcome.exception()),
+            before_sleep=lambda state: self._failed(w, state.outcome.exception() if state.outcome else None),
             sleep=self._backoff,
             reraise=True,
         )
@@ -303,7 +305,7 @@ class ConsulSource:
 
     # -- source status ------------------------------------------------------------------------
 
-    def _failed(self, w: _Watch, exc: BaseException) -> None:
+    def _failed(self, w: _Watch, exc: BaseException | None) -> None:
         if w.stopped:
             return
         reason = str(exc)
@@ -343,17 +345,9 @@ class ConsulSource:
     # -- the worker-thread side ---------------------------------------------------------------
 
     def _connect(self) -> Any:
-        import consul
+        import consul  # type: ignore[import-untyped]
 
-        tls = self.options.tls
-        verify: bool | str = tls.verify if tls.verify is not None else \
-            os.environ.get("CONSUL_HTTP_SSL_VERIFY", "true").lower() not in ("0", "false")
-        ca = tls.ca_file or _env_path("CONSUL_CACERT")
-        if verify and ca:
-            verify = str(ca)
-        cert_file = tls.cert_file or _env_path("CONSUL_CLIENT_CERT")
-        key_file = tls.key_file or (_env_path("CONSUL_CLIENT_KEY") if not tls.cert_file else None)
-        cert = (str(cert_file), str(key_file)) if cert_file and key_file else (str(cert_file) if cert_file else None)
+        verify, cert = _tls_args(self.options.tls)
         host = f"[{self.host}]" if ":" in self.host else self.host
         client = consul.Consul(host=host, port=self.port, scheme=self.scheme, dc=self.options.datacenter,
                                consistency=self.options.consistency, verify=verify, cert=cert,
@@ -397,7 +391,7 @@ def _read(client: Any, options: ConsulOptions, dep: Dep, index: int, wait: float
           addr: str) -> tuple[int, Any]:
     """One request for `dep`, blocking while Consul holds it → (X-Consul-Index, value)."""
     import requests
-    from consul import exceptions as consul
+    from consul import exceptions as consul  # type: ignore[import-untyped]
 
     wait_arg = f"{max(1, round(wait * 1000))}ms" if index else None
     try:
@@ -440,7 +434,7 @@ def _health(client: Any, options: ConsulOptions, dep: Dep, index: int | None, wa
             token: str | None) -> tuple[Any, Any]:
     """/v1/health/service through py-consul's HTTP layer: its `health.service()` has no
     `consistency` argument, and `stale` matters most for these reads."""
-    from consul.callback import CB
+    from consul.callback import CB  # type: ignore[import-untyped]
 
     params: list[tuple[str, Any]] = [("index", index), ("wait", wait)] if index else []
     args = dict(dep.params)
@@ -524,14 +518,39 @@ def _brief(exc: BaseException) -> str:
 
 def _network_reason(exc: BaseException) -> str:
     """A short, stable reason for a requests error: its own text repeats the URL with the index,
-    and refused/reset/closed alternate while Consul restarts, which would log a new outage each time."""
+    and the kinds of "connection closed" vary while Consul restarts, which would log a new outage
+    each time. "Refused" (nothing listens there) is worth telling apart: a wrong address."""
     import requests
 
     if isinstance(exc, requests.exceptions.SSLError):
         return "TLS handshake failed"
     if isinstance(exc, requests.exceptions.Timeout):
         return "timed out"
+    seen: set[int] = set()
+    todo: list[Any] = [exc]
+    while todo:  # the OSError is buried in urllib3's exception arguments
+        cause = todo.pop()
+        if id(cause) in seen or not isinstance(cause, BaseException):
+            continue
+        seen.add(id(cause))
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+        todo += [cause.__cause__, cause.__context__, getattr(cause, "reason", None), *cause.args]
     return "connection failed"
+
+
+def _tls_args(tls: ConsulTLS) -> tuple[bool | str, str | tuple[str, str] | None]:
+    """The TLS options (or Consul's own environment variables) → requests' `verify` and `cert`."""
+    verify: bool | str = tls.verify if tls.verify is not None else \
+        os.environ.get("CONSUL_HTTP_SSL_VERIFY", "true").lower() not in ("0", "false")
+    ca = tls.ca_file or _env_path("CONSUL_CACERT")
+    if verify and ca:
+        verify = str(ca)
+    cert_file = tls.cert_file or _env_path("CONSUL_CLIENT_CERT")
+    key_file = tls.key_file or (_env_path("CONSUL_CLIENT_KEY") if not tls.cert_file else None)
+    if cert_file and key_file:
+        return verify, (str(cert_file), str(key_file))
+    return verify, str(cert_file) if cert_file else None
 
 
 def _env_path(name: str) -> Any:
