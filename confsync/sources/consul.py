@@ -95,13 +95,13 @@ def parse_address(address: str) -> tuple[str, str, int]:
 class ConsulFunctions(Functions):
     """`consul.key/tree/ls` read the KV store; `service` and `services` the catalog."""
 
-    def service(self, name: str, tag: str | None = None, passing: bool = True) -> list[dict[str, Any]]:
+    def service(self, name: str, tag: str | None = None, passing: bool = True) -> Any:
         """The instances of a service: dicts with address, port, node, tags, meta and id."""
         if tag is not None and not isinstance(tag, str):
             raise TypeError(f"{self._source}.service() expects tag to be a string, got {type(tag).__name__}")
         return self._lookup(self._dep("service", name, tag=tag, passing=bool(passing)), ABSENT)
 
-    def services(self) -> dict[str, list[str]]:
+    def services(self) -> Any:
         """Every service of the datacenter → its tags."""
         return self._lookup(self._dep("services", ""), ABSENT)
 
@@ -345,7 +345,7 @@ class ConsulSource:
     # -- the worker-thread side ---------------------------------------------------------------
 
     def _connect(self) -> Any:
-        import consul  # type: ignore[import-untyped]
+        import consul
 
         verify, cert = _tls_args(self.options.tls)
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -391,7 +391,7 @@ def _read(client: Any, options: ConsulOptions, dep: Dep, index: int, wait: float
           addr: str) -> tuple[int, Any]:
     """One request for `dep`, blocking while Consul holds it → (X-Consul-Index, value)."""
     import requests
-    from consul import exceptions as consul  # type: ignore[import-untyped]
+    from consul import exceptions as consul
 
     wait_arg = f"{max(1, round(wait * 1000))}ms" if index else None
     try:
@@ -416,7 +416,7 @@ def _read(client: Any, options: ConsulOptions, dep: Dep, index: int, wait: float
 
 
 def _query(client: Any, options: ConsulOptions, dep: Dep, index: int | None, wait: str | None,
-           token: str | None) -> tuple[Any, Any]:
+           token: str | None) -> Any:
     dc = options.datacenter
     if dep.kind == "key":
         return client.kv.get(dep.path, index=index, wait=wait, token=token, dc=dc)
@@ -431,10 +431,10 @@ def _query(client: Any, options: ConsulOptions, dep: Dep, index: int | None, wai
 
 
 def _health(client: Any, options: ConsulOptions, dep: Dep, index: int | None, wait: str | None,
-            token: str | None) -> tuple[Any, Any]:
+            token: str | None) -> Any:
     """/v1/health/service through py-consul's HTTP layer: its `health.service()` has no
     `consistency` argument, and `stale` matters most for these reads."""
-    from consul.callback import CB  # type: ignore[import-untyped]
+    from consul.callback import CB
 
     params: list[tuple[str, Any]] = [("index", index), ("wait", wait)] if index else []
     args = dict(dep.params)
