@@ -385,20 +385,27 @@ class VaultSource:
             _fire(self, "_reconnected")
         self._ready.set()
 
-    async def _token_rejected(self) -> bool:
-        """After a 403: is it our token (expired, revoked) rather than a policy? Then log in again."""
+    async def _token_rejected(self, token: str) -> bool:
+        """After a 403 with `token`: is it the token (expired, revoked) rather than a policy? Then
+        log in again. True when the request is worth retrying."""
+        if self._client.token != token:
+            return True  # replaced meanwhile: retry with the new one
         try:
             await self._call(self._client.auth.token.lookup_self)
         except _Refused as exc:
-            if exc.status == 403:
+            if exc.status != 403:
+                return False
+            if self._client.token == token:  # not already replaced by a concurrent check
+                log.info("source %s: token no longer valid: logging in again", self.name,
+                         extra={"event": "token_invalid", "source": self.name})
                 self._client.token = ""
                 self._ready.clear()
                 self._check.set()
-                return True
+            return True
         except _Unreachable as exc:
             self._unreachable(exc.reason)
             return True
-        return False
+        return self._client.token != token
 
     # -- the token
 
@@ -529,14 +536,14 @@ class VaultSource:
         failures = 0
         while True:
             await self._ready.wait()
-            token_replaced, reconnected = self._token_replaced, self._reconnected
+            token, token_replaced, reconnected = self._client.token, self._token_replaced, self._reconnected
             try:
                 secret = await self._fetch(dep)
             except _Unreachable as exc:
                 self._unreachable(exc.reason)
                 continue
             except _Refused as exc:
-                if exc.status == 403 and await self._token_rejected():
+                if exc.status == 403 and await self._token_rejected(token):
                     continue
                 failures += 1
                 self._refused(dep, exc.reason)
