@@ -440,6 +440,10 @@ def test_auth_options_are_checked_by_method(project):
                           auth="{method: kubernetes, role: r, token_file: t}"))
     result = confsync("check", "-c", str(cfg))
     assert result.returncode == 2 and "token_file is not used by auth method 'kubernetes'" in result.stderr
+    cfg.write_text(config("vault.example:8200", {"app.conf.j2": "out/app.conf"}))
+    result = confsync("check", "-c", str(cfg))
+    assert result.returncode == 2
+    assert "sources.vault: address must start with http:// or https://, got 'vault.example:8200'" in result.stderr
 
 
 def test_vault_has_only_secret_and_says_so(bao, project):
@@ -469,6 +473,8 @@ def test_request_failures_become_clean_reasons():
     refused = requests.ConnectionError(f"HTTPConnectionPool(host='127.0.0.1', port=8200): Max retries exceeded "
                                        f"with url: /v1/secret?x=s.SECRET (Caused by: Connection refused)")
     assert _problem(refused, addr).reason == f"cannot reach {addr}: connection refused"
+    assert _problem(requests.exceptions.InvalidURL("bad url http://x/?token=s.SECRET"), addr).reason == \
+        f"request to {addr} failed (InvalidURL)"
     assert _problem(ValueError("x"), addr) is None
 
 

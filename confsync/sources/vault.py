@@ -6,7 +6,8 @@ mount at `sys/internal/ui/mounts/<path>`) are re-read every `static_secret_inter
 is read, or written with `params` for engines that issue credentials on a write (`pki/issue/web`).
 
 Three clocks run on the event loop, each in its own task; hvac blocks, so every request runs in a
-worker thread:
+worker thread of the source's own small pool (not the loop's default one: `close()` must be able to
+let go of a request stuck on a dead server):
 - the token: renewed at 2/3 of its TTL; when a renewal can no longer extend it (max TTL) or fails,
   a new login. A login pushes nothing: templates that read only KV secrets do not re-render.
 - each leased secret: renewed at 2/3 of its lease while renewal extends it; once it cannot (max TTL
@@ -102,6 +103,8 @@ class VaultOptions:
     tls: TLSOptions = TLSOptions()
 
     def __post_init__(self) -> None:
+        if self.address is not None and not re.match(r"https?://[^/]", self.address):
+            raise ValueError(f"address must start with http:// or https://, got {self.address!r}")
         if self.static_secret_interval <= 0:
             raise ValueError("static_secret_interval must be more than 0")
         if self.timeout <= 0:
@@ -188,6 +191,8 @@ def _problem(exc: BaseException, address: str, redact: tuple[str, ...] = ()) -> 
     if isinstance(exc, requests.ConnectionError):
         refused = "refused" in str(exc).lower()
         return _Unreachable(f"cannot reach {address}" + (": connection refused" if refused else ""))
+    if isinstance(exc, requests.RequestException):  # an address requests cannot use, a bad body…
+        return _Unreachable(f"request to {address} failed ({type(exc).__name__})")
     if isinstance(exc, hvac.exceptions.VaultError):
         status = _status_of(exc)
         detail = _clean_errors(exc.errors, redact)
