@@ -304,6 +304,7 @@ class VaultSource:
         self._mounts: dict[str, _Mount] = {}
         self._ready = asyncio.Event()  # logged in, and the server answers
         self._check = asyncio.Event()  # a watcher saw trouble: the auth task looks again
+        self._last_token = ""  # the token last logged in with (the client's is "" while none is good)
         self._token_replaced = asyncio.Event()  # set, then replaced, at each new token
         self._reconnected = asyncio.Event()  # set, then replaced, when the server is back
         self._down: str | None = None  # the reason last reported, while down
@@ -410,7 +411,7 @@ class VaultSource:
         except _Unreachable as exc:
             self._unreachable(exc.reason)
             return True
-        return self._client.token != token
+        return bool(self._client.token != token)
 
     # -- the token
 
@@ -496,8 +497,9 @@ class VaultSource:
             raise _Refused(f"{auth.method} login failed: {exc.reason}", exc.status) from None
 
     def _set_token(self, token: str) -> None:
-        if token != self._client.token:
-            self._client.token = token
+        self._client.token = token
+        if token != self._last_token:  # not the same token read again (token / token_file)
+            self._last_token = token
             _fire(self, "_token_replaced")  # leases taken with the old token die with it
 
     async def _keep_token(self, life: _TokenLife) -> None:
@@ -529,7 +531,8 @@ class VaultSource:
                 self._client.token = ""
                 return
             life = _life_from_auth(renewed["auth"], full=life.full)
-            life = _TokenLife(max(life.ttl - (loop.time() - start), 0.0), life.renewable, life.full)
+            if life.ttl:  # counted from when it was asked (0 would mean "never expires")
+                life = _TokenLife(max(life.ttl - (loop.time() - start), MIN_DELAY), life.renewable, life.full)
             extendable = life.renewable and life.ttl + 1 >= life.full  # shorter than asked: capped
             log.debug("source %s: token renewed (ttl %s)", self.name, _ttl_text(life),
                       extra={"event": "token_renewed", "source": self.name})
@@ -552,7 +555,8 @@ class VaultSource:
                     continue
                 failures += 1
                 self._refused(dep, exc.reason)
-                await _sleep(min(2.0 ** (failures - 1), self.interval), self._reconnected)
+                # A new token may carry other policies: try again with it at once.
+                await _sleep(min(2.0 ** (failures - 1), self.interval), reconnected, token_replaced)
                 continue
             failures = 0
             if self._denied.pop(dep, None):
