@@ -13,7 +13,7 @@ import secrets
 import threading
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -86,7 +86,7 @@ def assert_no_leak(text: str, *values: str) -> None:
 
 def stamp(entry: dict[str, Any]) -> float:
     """A log entry's time, in seconds (its `time` field is UTC with milliseconds)."""
-    return datetime.strptime(entry["time"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
+    return datetime.strptime(entry["time"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
 
 
 def timeline(daemon: Daemon) -> str:
@@ -470,8 +470,8 @@ def test_request_failures_become_clean_reasons():
         "refused (HTTP 400): common name *** not allowed by this role"
     sealed = _problem(hvac.exceptions.VaultDown(errors=["Vault is sealed"]), addr)
     assert isinstance(sealed, _Unreachable) and sealed.reason == f"{addr} cannot serve (HTTP 503: Vault is sealed)"
-    refused = requests.ConnectionError(f"HTTPConnectionPool(host='127.0.0.1', port=8200): Max retries exceeded "
-                                       f"with url: /v1/secret?x=s.SECRET (Caused by: Connection refused)")
+    refused = requests.ConnectionError("HTTPConnectionPool(host='127.0.0.1', port=8200): Max retries exceeded "
+                                       "with url: /v1/secret?x=s.SECRET (Caused by: Connection refused)")
     assert _problem(refused, addr).reason == f"cannot reach {addr}: connection refused"
     assert _problem(requests.exceptions.InvalidURL("bad url http://x/?token=s.SECRET"), addr).reason == \
         f"request to {addr} failed (InvalidURL)"

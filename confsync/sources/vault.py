@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from confsync.config import Duration, RelPath
-from confsync.sources import ABSENT, PLACEHOLDERS, Dep, Functions, Missing, Sink
+from confsync.sources import ABSENT, Dep, Functions, Missing, Sink
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +119,7 @@ class VaultFunctions(Functions):
     together, and leased as one, so a per-field key() would only hide that."""
 
     def secret(self, path: str, **params: Any) -> dict[str, Any]:
-        value = self._lookup(self._dep("secret", path, **_hashable(params)), ABSENT)
-        return _PENDING if value is PLACEHOLDERS["secret"] else value
+        return self._lookup(self._dep("secret", path, **_hashable(params)), ABSENT)  # type: ignore[no-any-return]
 
     def key(self, path: str, default: Any = ABSENT) -> str:
         raise TypeError(f"{self._source}.key() does not exist: use {self._source}.secret(path)['field']")
@@ -130,18 +129,6 @@ class VaultFunctions(Functions):
 
     def ls(self, prefix: str = "") -> list[str]:
         raise TypeError(f"{self._source}.ls() does not exist: use {self._source}.secret(path)")
-
-
-class _Pending(dict[str, Any]):
-    """Stands in for a secret not known yet: every field reads as "". With the plain `{}`
-    placeholder, `vault.secret('a').password` raises (StrictUndefined) and ends the render pass, so
-    a template's secrets would be discovered one round trip at a time instead of in one pass."""
-
-    def __missing__(self, key: str) -> str:
-        return ""
-
-
-_PENDING = _Pending()
 
 
 def _hashable(params: dict[str, Any]) -> dict[str, Any]:
