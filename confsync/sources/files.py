@@ -28,6 +28,7 @@ STEP_MS = 10
 @dataclass(frozen=True)
 class FilesOptions:
     root: RelPath
+    secret: bool = False  # a Secret volume: files 0600 by default, values redacted from diffs and errors
 
 
 class FilesSource:
@@ -37,6 +38,7 @@ class FilesSource:
     def __init__(self, name: str, options: FilesOptions, sink: Sink) -> None:
         self.name = name
         self.root = options.root
+        self.secret = options.secret
         self.sink = sink
         self.deps: set[Dep] = set()
         self._unread: set[Dep] = set()
@@ -93,7 +95,7 @@ class FilesSource:
                 self._read_unread()
 
     def _changed(self, paths: set[Path]) -> None:
-        rels = []
+        rels: list[str] | None = []
         for path in paths:
             try:
                 rel = path.relative_to(self.root).as_posix()
@@ -102,7 +104,7 @@ class FilesSource:
             if rel in ("", ".") or any(part.startswith("..") for part in rel.split("/")):
                 rels = None  # a kubelet swap of `..data` (or the root itself): anything may have moved
                 break
-            rels.append(rel)
+            rels.append(rel)  # type: ignore[union-attr]
         for dep in list(self.deps):
             if rels is None or any(_related(dep.path, rel) for rel in rels):
                 self.sink.update(dep, read(self.root, dep))
