@@ -21,6 +21,7 @@ import pytest
 from tests.helpers import Daemon, confsync, wait_until
 from tests.servers import zookeeper_server
 
+pytestmark = pytest.mark.zookeeper
 kazoo = pytest.importorskip("kazoo")
 from kazoo.client import KazooClient  # noqa: E402
 from kazoo.exceptions import NodeExistsError, NoNodeError  # noqa: E402
@@ -162,7 +163,7 @@ def test_unreadable_values_are_missing_with_a_reason(project, zk, writer, ns):
     put(writer, f"{ns}/t/bin", b"\x80")
     cfg = project(zk_config(zk, ns, "  - {source: a.j2, destination: out/a}\n  - {source: b.j2, destination: out/b}"),
                   {"a.j2": "{{ zk.key('bin') }}", "b.j2": "{{ zk.tree('t') }}"})
-    result = confsync("once", "-c", str(cfg), "--timeout", "2s")
+    result = confsync("once", "-c", str(cfg), "--timeout", "1s")
     assert result.returncode == 3, result.stderr
     assert "zk.key('bin') znode data is not UTF-8 text (invalid start byte at byte 0)" in result.stderr
     assert "zk.tree('t') znode 'bin' of the tree: znode data is not UTF-8 text" in result.stderr
@@ -191,13 +192,13 @@ def test_digest_auth_reads_what_the_acl_allows(project, tmp_path, zk, writer, ns
     (tmp_path / "bad.cred").write_text("app:wrong\n")
     templates = {"a.j2": "{{ zk.key('public') }} {{ zk.key('secret') }}"}
 
-    def run(auth: str) -> tuple[int, str]:
+    def run(auth: str, timeout: str = "1s") -> tuple[int, str]:
         cfg = project(zk_config(zk, ns, "  - {source: a.j2, destination: out/a}", source_extra=auth), templates)
-        result = confsync("once", "-c", str(cfg), "--timeout", "2s", "--log-level", "debug")
+        result = confsync("once", "-c", str(cfg), "--timeout", timeout, "--log-level", "debug")
         assert password not in result.stderr + result.stdout
         return result.returncode, result.stderr
 
-    code, stderr = run(", auth: {credential_file: good.cred}")
+    code, stderr = run(", auth: {credential_file: good.cred}", timeout="10s")
     assert code == 0, stderr
     assert (tmp_path / "out/a").read_text() == "open hunter2"
     for auth in (", auth: {credential_file: bad.cred}", ""):
@@ -208,6 +209,39 @@ def test_digest_auth_reads_what_the_acl_allows(project, tmp_path, zk, writer, ns
     code, stderr = run(", auth: {credential_file: nowhere.cred}")
     assert code == 3
     assert "cannot read auth.credential_file" in stderr and "No such file" in stderr
+
+
+def test_options_are_checked(project):
+    for options, error in [('hosts: "h:1/app"', "give the chroot in `chroot`"),
+                           ('hosts: "h:1,"', "expected \"host:port,host:port\""),
+                           ('hosts: "h:1", chroot: "/a//b"', "chroot: path parts may not be empty"),
+                           ('hosts: "h:1", auth: {scheme: sasl, credential_file: c}', "auth.scheme: expected one of")]:
+        cfg = project(f"sources:\n  zk: {{type: zookeeper, {options}}}\n")
+        result = confsync("check", "-c", str(cfg))
+        assert result.returncode == 2 and "sources.zk" in result.stderr and error in result.stderr, result.stderr
+
+
+def test_starts_while_the_server_is_down_and_catches_up(project, tmp_path, zk, writer, ns):
+    put(writer, f"{ns}/db/host", "db1")
+    cfg = project(zk_config(zk, ns, "  - {source: app.conf.j2, destination: out/app.conf}"),
+                  {"app.conf.j2": TEMPLATE})
+    zk.kill()
+    try:
+        started = time.monotonic()
+        result = confsync("init", "-c", str(cfg), "--timeout", "1500ms")
+        assert result.returncode == 3
+        assert f"(source unavailable: cannot connect to ZooKeeper at {zk.hosts} yet; retrying)" in result.stderr
+        assert time.monotonic() - started < 5  # closing does not wait out kazoo's reconnection back-off
+
+        with Daemon("-c", str(cfg)) as daemon:
+            daemon.wait_event("source_down", source="zk")
+            zk.start()
+            daemon.wait_event("source_up", source="zk", timeout=30)
+            daemon.wait_event("written")
+            assert (tmp_path / "out/app.conf").read_text() == "host=db1\nport=5432\n"
+    finally:
+        if not zk.running:
+            zk.start()
 
 
 def test_server_restart_keeps_the_file_and_renders_the_change_after(project, tmp_path, zk, writer, ns):
@@ -250,17 +284,19 @@ def test_session_expiry_reestablishes_every_watch(project, tmp_path, zk, writer,
         os.kill(daemon.proc.pid, signal.SIGSTOP)  # silent: the server expires its session
         try:
             put(writer, f"{ns}/k", "2")  # made during the outage
+            put(writer, f"{ns}/tree/a", "2")
             wait_until(lambda: not watched(zk, ns), what="the server to expire confsync's session")
         finally:
             os.kill(daemon.proc.pid, signal.SIGCONT)
         daemon.wait_event("session_expired", source="zk")
         daemon.wait_event("written")
-        assert out.read_text() == '2 {"a": "1"} ["x"] -'
+        # Both changes in one write: after a reconnection the values land together.
+        assert out.read_text() == '2 {"a": "2"} ["x"] -'
         wait_until(lambda: watched(zk, ns) == expected_watches, what="every watch re-established")
 
         for path, value in {"tree/b": "2", "dir/y": "", "absent-yet": "here", "k": "3"}.items():
             put(writer, f"{ns}/{path}", value)
-        wait_until(lambda: out.read_text() == '3 {"a": "1", "b": "2"} ["x", "y"] here', what="all changes")
+        wait_until(lambda: out.read_text() == '3 {"a": "2", "b": "2"} ["x", "y"] here', what="all changes")
     assert daemon.proc.returncode == 0
 
 

@@ -58,6 +58,7 @@ class ZooKeeperOptions:
     chroot: str | None = None  # every path is relative to it
     auth: ZooKeeperAuth | None = None
     session_timeout: Duration = 10.0
+    secret: bool = False  # values are secrets: files 0600 by default, values redacted from diffs and errors
 
     def __post_init__(self) -> None:
         parts = [p.strip() for p in self.hosts.split(",")]
@@ -98,6 +99,7 @@ class ZooKeeperSource:
     def __init__(self, name: str, options: ZooKeeperOptions, sink: Sink) -> None:
         self.name = name
         self.options = options
+        self.secret = options.secret
         self.sink = sink
         self._client: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
