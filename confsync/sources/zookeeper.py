@@ -42,6 +42,8 @@ HOLD_MAX = 0.5
 DATA, CHILDREN = "data", "children"
 Op = Literal["get", "children", "exists", "arm"]
 _READ: dict[str, Op] = {DATA: "get", CHILDREN: "children"}
+# kazoo errors that mean "the connection went away", not "this znode": by name, as kazoo is only
+# imported in start().
 _CONNECTION_ERRORS = ("ConnectionLoss", "SessionExpiredError", "ConnectionClosedError",
                       "OperationTimeoutError", "AuthFailedError", "SessionMovedError")
 
@@ -539,7 +541,8 @@ def _join(parent: str, name: str) -> str:
 def _bad_path(path: str) -> str | None:
     if not path:
         return None
-    if any(ord(c) < 32 or 0x7F <= ord(c) <= 0x9F or 0xD800 <= ord(c) <= 0xF8FF or ord(c) in (0xFFFE, 0xFFFF)
+    # ZooKeeper's PathUtils.validatePath refuses these code points.
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F or 0xD800 <= ord(c) <= 0xF8FF or ord(c) >= 0xFFF0
            for c in path):
         return "contains a character ZooKeeper does not allow in paths"
     if any(part in ("", ".", "..") for part in path.split("/")):
