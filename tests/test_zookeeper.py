@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -298,6 +299,35 @@ def test_session_expiry_reestablishes_every_watch(project, tmp_path, zk, writer,
             put(writer, f"{ns}/{path}", value)
         wait_until(lambda: out.read_text() == '3 {"a": "2", "b": "2"} ["x", "y"] here', what="all changes")
     assert daemon.proc.returncode == 0
+
+
+def test_a_server_restarted_empty_gets_a_new_session_and_the_file_waits(project, tmp_path, zk, writer, ns):
+    # ZooKeeper refuses a client that has seen newer transactions than the server has ("client
+    # must try another server"): after a restart without its data, a client would retry for ever.
+    # confsync starts over with a new client after two session timeouts. Every znode is gone
+    # too: the file keeps its content until they are back.
+    put(writer, f"{ns}/db/host", "db1")
+    cfg = project(zk_config(zk, ns, "  - {source: app.conf.j2, destination: out/app.conf}",
+                            source_extra=", session_timeout: 1s"), {"app.conf.j2": TEMPLATE})
+    out = tmp_path / "out/app.conf"
+    try:
+        with Daemon("-c", str(cfg)) as daemon:
+            daemon.wait_event("written")
+            zk.kill()
+            shutil.rmtree(zk.data_dir)
+            zk.data_dir.mkdir()
+            zk.start()
+            daemon.wait_event("session_reset", source="zk")
+            daemon.wait_event("source_up", source="zk")
+            daemon.wait_event("waiting")  # db/host is gone: nothing to render...
+            assert out.read_text() == "host=db1\nport=5432\n"  # ...so the file stays as it was
+            writer.restart()  # the tests' client is refused too: it starts over as well
+            put(writer, f"{ns}/db/host", "db2")
+            daemon.wait_event("written")
+            assert out.read_text() == "host=db2\nport=5432\n"
+    finally:
+        if not writer.connected:
+            writer.restart()
 
 
 def test_an_unwatched_znode_is_not_watched_again(project, tmp_path, zk, writer, ns):

@@ -38,6 +38,11 @@ RETRY_FIRST, RETRY_MAX = 0.1, 2.0
 # a reconnection) lands as one change and each template renders once; a server busy enough to
 # always have a read in flight delays pushes by at most this.
 HOLD_MAX = 0.5
+# Reconnection attempts fail for this many session timeouts: start over with a new client. A server
+# refuses a client that has seen a newer transaction than it has ("client must try another
+# server"), so after a server comes back without its data, the old client would retry for ever;
+# by then our session has expired wherever it was known, so a new one loses nothing.
+FRESH_AFTER_SESSIONS = 2
 
 DATA, CHILDREN = "data", "children"
 Op = Literal["get", "children", "exists", "arm"]
@@ -106,8 +111,11 @@ class ZooKeeperSource:
         self._client: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = threading.Event()  # also wakes kazoo from a reconnection back-off
+        self._credential_text: str | None = None
         self._starter: asyncio.Task[None] | None = None
+        self._retiring: set[asyncio.Task[None]] = set()  # clients being stopped
         self._grace: asyncio.TimerHandle | None = None
+        self._fresh: asyncio.TimerHandle | None = None
         self._connected = False  # pushes allowed: connected and every watch re-armed after it
         self._epoch = 0  # counts connections; replies from an older one are stale
         self._inflight = 0  # reads sent on this connection and not answered yet
@@ -134,13 +142,13 @@ class ZooKeeperSource:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._grace = self._loop.call_later(CONNECT_GRACE, self._not_connected_yet)
-        credential = self._credential()
-        if credential is not None or not self.options.auth:
-            self._connect(credential)
+        self._credential_text = self._credential()
+        if self._credential_text is not None or not self.options.auth:
+            self._connect()
         else:
             self._starter = asyncio.create_task(self._connect_when_readable())
 
-    def _connect(self, credential: str | None) -> None:
+    def _connect(self) -> None:
         """Start kazoo's connection thread; it connects and reconnects on its own from now on."""
         from kazoo.client import KazooClient
         from kazoo.handlers.threading import SequentialThreadingHandler
@@ -153,11 +161,13 @@ class ZooKeeperSource:
         retry = KazooRetry(max_tries=-1, delay=RETRY_FIRST, backoff=2, max_jitter=0.4, max_delay=RETRY_MAX,
                            sleep_func=self._closed.wait)
         hosts = self.options.hosts + (self.options.chroot or "")
+        credential = self._credential_text
         auth = [(self.options.auth.scheme, credential)] if self.options.auth and credential else None
-        self._client = KazooClient(hosts=hosts, timeout=self.options.session_timeout, handler=handler,
-                                   connection_retry=retry, auth_data=auth, logger=_kazoo_logger())
-        self._client.add_listener(lambda state: self._post("state", state))
-        self._client.start_async()
+        client = KazooClient(hosts=hosts, timeout=self.options.session_timeout, handler=handler,
+                             connection_retry=retry, auth_data=auth, logger=_kazoo_logger())
+        client.add_listener(lambda state: self._post("state", client, state))
+        self._client = client
+        client.start_async()
 
     def _credential(self) -> str | None:
         auth = self.options.auth
@@ -183,18 +193,36 @@ class ZooKeeperSource:
 
         retrying = AsyncRetrying(wait=wait_exponential_jitter(initial=0.5, max=30),
                                  retry=retry_if_result(lambda found: found is None))
-        self._connect(await retrying(read))
+        self._credential_text = await retrying(read)
+        self._connect()
+
+    def _start_over(self) -> None:
+        """Replace a client that cannot get back in (see FRESH_AFTER_SESSIONS)."""
+        self._fresh = None
+        if self._connected or self._closed.is_set() or self._client is None:
+            return
+        log.warning("zookeeper %s: no server took the connection back for %gs; starting over with a new "
+                    "session", self.name, self.options.session_timeout * FRESH_AFTER_SESSIONS,
+                    extra={"event": "session_reset", "source": self.name})
+        self._retire(self._client)
+        self._connect()
+
+    def _retire(self, client: Any) -> None:
+        task = asyncio.create_task(asyncio.to_thread(_stop, client))  # blocks: not on the loop
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
 
     async def close(self) -> None:
         self._closed.set()
-        if self._grace:
-            self._grace.cancel()
+        for timer in (self._grace, self._fresh):
+            if timer:
+                timer.cancel()
         if self._starter:
             self._starter.cancel()
-        client, self._client = self._client, None
-        if client is not None:
-            # Blocks until kazoo's threads end and the session is closed: not on the loop.
-            await asyncio.to_thread(_stop, client)
+        if self._client is not None:
+            self._retire(self._client)  # its threads end and its session is closed
+        self._client = None
+        await asyncio.gather(*self._retiring)
 
     # -- the Source interface -------------------------------------------------------------------
 
@@ -263,15 +291,19 @@ class ZooKeeperSource:
 
     # -- connection states ----------------------------------------------------------------------
 
-    def _state(self, state: str) -> None:
+    def _state(self, client: Any, state: str) -> None:
+        if client is not self._client:
+            return  # a retired client saying goodbye
         if state == "CONNECTED":
             self._epoch += 1
             self._connected = True
             self._inflight = 0  # whatever was in flight is lost with the old connection
             for watch in self._watches.values():
                 watch.pending = 0
-            if self._grace:
-                self._grace.cancel()
+            for timer in (self._grace, self._fresh):
+                if timer:
+                    timer.cancel()
+            self._fresh = None
             if self._down is not None:
                 self._down = None
                 self.sink.source_status(self.name, True)
@@ -281,6 +313,9 @@ class ZooKeeperSource:
             self._want_all()
             return
         self._connected = False
+        if self._fresh is None and self._epoch:
+            delay = self.options.session_timeout * FRESH_AFTER_SESSIONS
+            self._fresh = asyncio.get_running_loop().call_later(delay, self._start_over)
         if state == "SUSPENDED":
             self._report_down(f"lost the connection to ZooKeeper at {self.options.hosts}; reconnecting")
         elif self._client is not None and str(self._client.client_state) == "AUTH_FAILED":
