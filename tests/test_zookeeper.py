@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import Daemon, confsync, wait_until
-from tests.servers import zookeeper_server
+from tests.servers import free_port, zookeeper_server
 
 pytestmark = pytest.mark.zookeeper
 kazoo = pytest.importorskip("kazoo")
@@ -73,10 +73,10 @@ def delete(client: KazooClient, path: str) -> None:
     client.retry(client.delete, path, recursive=True)
 
 
-def zk_config(zk, ns: str, templates: str, extra: str = "", source_extra: str = "") -> str:
+def zk_config(zk, ns: str, templates: str, extra: str = "", source_extra: str = "", hosts: str = "") -> str:
     return f"""
 sources:
-  zk: {{type: zookeeper, hosts: "{zk.hosts}", chroot: "{ns}"{source_extra}}}
+  zk: {{type: zookeeper, hosts: "{hosts or zk.hosts}", chroot: "{ns}"{source_extra}}}
 {extra}
 templates:
 {templates}
@@ -171,8 +171,9 @@ def test_unreadable_values_are_missing_with_a_reason(project, zk, writer, ns):
 
 
 def test_init_names_the_missing_znode_then_succeeds_once_it_exists(project, tmp_path, zk, writer, ns):
-    cfg = project(zk_config(zk, ns, "  - {source: app.conf.j2, destination: out/app.conf}"),
-                  {"app.conf.j2": TEMPLATE})
+    dead = f"127.0.0.1:{free_port()}"  # of several hosts, any one that answers will do
+    cfg = project(zk_config(zk, ns, "  - {source: app.conf.j2, destination: out/app.conf}",
+                            hosts=f"{dead},{zk.hosts},{dead}"), {"app.conf.j2": TEMPLATE})
     result = confsync("init", "-c", str(cfg), "--timeout", "1s")
     assert result.returncode == 3, result.stderr
     assert "source zk: zk.key('db/host') does not exist" in result.stderr
@@ -207,9 +208,18 @@ def test_digest_auth_reads_what_the_acl_allows(project, tmp_path, zk, writer, ns
         assert code == 3
         assert "zk.key('secret') permission denied by the znode's ACL" in stderr
 
-    code, stderr = run(", auth: {credential_file: nowhere.cred}")
+    code, stderr = run(", auth: {credential_file: later.cred}")
     assert code == 3
     assert "cannot read auth.credential_file" in stderr and "No such file" in stderr
+
+    # A credential file that appears later (a Secret volume mounted late) is picked up.
+    (tmp_path / "out/a").unlink()
+    with Daemon("-c", str(tmp_path / "confsync.yaml")) as daemon:
+        daemon.wait_event("source_down", source="zk")
+        (tmp_path / "later.cred").write_text(f"app:{password}")
+        daemon.wait_event("written")
+        assert (tmp_path / "out/a").read_text() == "open hunter2"
+    assert password not in daemon.log()
 
 
 def test_options_are_checked(project):

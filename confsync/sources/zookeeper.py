@@ -186,12 +186,12 @@ class ZooKeeperSource:
 
     async def _connect_when_readable(self) -> None:
         """The credential file may appear later (a Secret volume being mounted): keep looking."""
-        from tenacity import AsyncRetrying, retry_if_result, wait_exponential_jitter
+        from tenacity import AsyncRetrying, retry_if_result, wait_random_exponential
 
         async def read() -> str | None:
             return self._credential()
 
-        retrying = AsyncRetrying(wait=wait_exponential_jitter(initial=0.5, max=30),
+        retrying = AsyncRetrying(wait=wait_random_exponential(multiplier=0.5, max=30),
                                  retry=retry_if_result(lambda found: found is None))
         self._credential_text = await retrying(read)
         self._connect()
@@ -219,6 +219,7 @@ class ZooKeeperSource:
                 timer.cancel()
         if self._starter:
             self._starter.cancel()
+            await asyncio.gather(self._starter, return_exceptions=True)
         if self._client is not None:
             self._retire(self._client)  # its threads end and its session is closed
         self._client = None
@@ -587,13 +588,16 @@ def _bad_path(path: str) -> str | None:
 
 def _kazoo_logger() -> logging.Logger:
     # kazoo warns at every failed reconnection attempt, which our source_down already says; at
-    # debug it logs replies, i.e. values (maybe secrets): never below WARNING, and only when
-    # confsync itself is at debug.
+    # debug it logs requests and replies, i.e. the credential and values: never below WARNING,
+    # and WARNING only when confsync itself is at debug.
     kazoo_log = logging.getLogger(f"{__name__}.kazoo")
     kazoo_log.setLevel(logging.WARNING if log.isEnabledFor(logging.DEBUG) else logging.ERROR)
     return kazoo_log
 
 
 def _stop(client: Any) -> None:
-    client.stop()
-    client.close()
+    try:
+        client.stop()
+        client.close()
+    except Exception as exc:  # kazoo gives up on a connection thread that would not end in time
+        log.warning("a ZooKeeper client did not stop cleanly: %s", exc)
