@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -17,9 +17,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", envvar="CONFSYNC_CONFIG",
                                          help="Config file (YAML, or TOML by its .toml suffix).")]
-LevelOpt = Annotated[Optional[str], typer.Option("--log-level", help="debug | info | warning | error "
+LevelOpt = Annotated[str | None, typer.Option("--log-level", help="debug | info | warning | error "
                                                  "[env: CONFSYNC_LOG_LEVEL]")]
-FormatOpt = Annotated[Optional[str], typer.Option("--log-format", help="text | json [env: CONFSYNC_LOG_FORMAT]")]
+FormatOpt = Annotated[str | None, typer.Option("--log-format", help="text | json [env: CONFSYNC_LOG_FORMAT]")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Accept renders that shrink a file past max_shrink.")]
 TimeoutOpt = Annotated[str, typer.Option("--timeout", help="How long to wait for missing data (e.g. 30s).")]
 
 
@@ -46,13 +47,14 @@ def _finish(outcome: Any) -> None:
 
 @app.command()
 def run(config: ConfigOpt = Path("confsync.yaml"), log_level: LevelOpt = None, log_format: FormatOpt = None,
-        listen: Annotated[Optional[str], typer.Option("--listen", help="host:port for /healthz, /readyz, "
-                                                      "/metrics [env: CONFSYNC_LISTEN]")] = None) -> None:
+        listen: Annotated[str | None, typer.Option("--listen", help="host:port for /healthz, /readyz, "
+                                                      "/metrics [env: CONFSYNC_LISTEN]")] = None,
+        force: ForceOpt = False) -> None:
     """The sidecar daemon: watch, render, write, reload until SIGTERM."""
     from confsync import modes
 
     cfg = _load(config, log_level=log_level, log_format=log_format, listen=listen)
-    _finish(asyncio.run(modes.run(cfg)))
+    _finish(asyncio.run(modes.run(cfg, force=force)))
 
 
 @app.command()
@@ -60,12 +62,12 @@ def once(config: ConfigOpt = Path("confsync.yaml"), log_level: LevelOpt = None, 
          timeout: TimeoutOpt = "30s",
          dry_run: Annotated[bool, typer.Option("--dry-run", help="Write nothing.")] = False,
          diff: Annotated[bool, typer.Option("--diff", help="Print a unified diff against the files on disk.")]
-         = False) -> None:
+         = False, force: ForceOpt = False) -> None:
     """Render everything once, reload what changed, exit (3 if data is still missing at the timeout)."""
     from confsync import modes
 
     cfg = _load(config, log_level=log_level, log_format=log_format)
-    _finish(asyncio.run(modes.once(cfg, _timeout(timeout), dry_run=dry_run, diff=diff)))
+    _finish(asyncio.run(modes.once(cfg, _timeout(timeout), dry_run=dry_run, diff=diff, force=force)))
 
 
 @app.command()

@@ -22,6 +22,7 @@ from confsync.errors import ConfigError
 Duration = Annotated[float, "duration"]
 Perms = Annotated[int, "perms"]
 RelPath = Annotated[Path, "path"]  # relative paths resolve from the config file's directory
+Percent = Annotated[float, "percent"]  # "50%" → 0.5
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -71,6 +72,13 @@ class TemplateConfig:
     check: str | None = None
     wait: Wait | None = None
     reload: tuple[str, ...] = ()
+    # Guards: a render that fails one keeps the last good file (consul-template#727, #1131).
+    min_bytes: int = 1  # refuse a shorter render while a good file exists
+    max_shrink: Percent | None = None  # refuse a render that shrinks the file by more than this
+    allow_shrink: bool = False
+    format: Literal["json", "yaml", "toml"] | None = None  # parse the staged file first
+    rollback: bool = False  # on a failed reload, put the previous file back and reload again
+    allowed_roots: tuple[RelPath, ...] = ()  # default: the destination's own directory
 
 
 @dataclass(frozen=True)
@@ -83,7 +91,8 @@ class ReloaderConfig:
     expect_status: tuple[int, ...] = ()  # empty: any 2xx
     timeout: Duration = 10.0
     retries: int = 3
-    command: tuple[str, ...] | str | None = None  # a list runs as is; a string runs under /bin/sh
+    command: str | tuple[str, ...] | None = None  # a string runs under /bin/sh; a list runs as is
+    splay: Duration = 0.0  # random delay before each reload, so many pods don't reload at once
 
     def __post_init__(self) -> None:
         kinds = [k for k in ("pid_file", "process", "url", "command") if getattr(self, k)]
@@ -124,9 +133,10 @@ class Config:
     listen: str | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
+    env_allow: tuple[str, ...] | None = None  # the variables env() may read; None: all
 
 
-_TOP_LEVEL = {"sources", "templates", "reloaders", "wait", "listen", "log_level", "log_format"}
+_TOP_LEVEL = {"sources", "templates", "reloaders", "wait", "listen", "log_level", "log_format", "env_allow"}
 _ENV_OVERRIDES = {"listen": "CONFSYNC_LISTEN", "log_level": "CONFSYNC_LOG_LEVEL",
                   "log_format": "CONFSYNC_LOG_FORMAT"}
 
@@ -204,6 +214,7 @@ class _HintedConfig:
     listen: str | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
+    env_allow: tuple[str, ...] | None = None
 
 
 def _build_sources(base: Path, raw: Any) -> dict[str, SourceConfig]:
@@ -316,6 +327,11 @@ def _convert_marked(value: Any, base_type: Any, marker: str, where: str, base: P
         if text is None or not re.fullmatch(r"0?[0-7]{3,4}", text):
             raise _FieldError(where, f'expected an octal mode in quotes like "0640", got {value!r}')
         return int(text, 8)
+    if marker == "percent":
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*%\s*", str(value))
+        if not match or float(match.group(1)) > 100:
+            raise _FieldError(where, f'expected a percentage like "50%", got {value!r}')
+        return float(match.group(1)) / 100
     if marker == "path":
         if not isinstance(value, str) or not value:
             raise _FieldError(where, f"expected a path, got {value!r}")

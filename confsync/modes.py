@@ -8,6 +8,7 @@ import logging
 import signal
 from collections.abc import Iterator
 
+from confsync import observe
 from confsync.config import Config
 from confsync.errors import ReloadError
 from confsync.runner import Runner, print_to_stdout
@@ -29,14 +30,15 @@ def capture_signals(stop: asyncio.Event) -> Iterator[None]:
             loop.remove_signal_handler(signum)
 
 
-async def run(config: Config) -> int:
-    runner = Runner(config)
+async def run(config: Config, *, force: bool = False) -> int:
+    runner = Runner(config, force=force)
     stop = asyncio.Event()
     with capture_signals(stop):
+        server = await observe.serve(runner, config.listen) if config.listen else None
         await runner.start()
         log.info("confsync running: %d template(s), %d source(s)", len(runner.templates),
                  len(runner.sources), extra={"event": "started"})
-        worker = asyncio.create_task(runner.work())
+        worker = runner.worker = asyncio.create_task(runner.work())
         stopper = asyncio.create_task(stop.wait())
         await asyncio.wait({worker, stopper}, return_when=asyncio.FIRST_COMPLETED)
         runner.stop()
@@ -44,19 +46,21 @@ async def run(config: Config) -> int:
         try:
             await worker  # lets the write in flight finish; re-raises a crash of the loop
         finally:
+            if server:
+                server.close()
             await runner.close()
     log.info("confsync stopped", extra={"event": "stopped"})
     return 0
 
 
 async def once(config: Config, timeout: float, *, reloads: bool = True, dry_run: bool = False,
-               diff: bool = False) -> int:
+               diff: bool = False, force: bool = False) -> int:
     """Render every template once (waiting up to `timeout` for data), write, reload, exit.
 
     `init` is this without reloads: in an init container the app is not running yet.
     """
     runner = Runner(config, reloads=reloads and not dry_run, dry_run=dry_run,
-                    diff=print_to_stdout if diff else None)
+                    diff=print_to_stdout if diff else None, force=force)
     await runner.start()
     worker = asyncio.create_task(runner.work())
     try:
@@ -73,6 +77,7 @@ async def once(config: Config, timeout: float, *, reloads: bool = True, dry_run:
         raise error
     if not all(s.rendered for s in runner.templates):
         raise runner.missing_report(timeout)
-    if runner.reload_failures:
-        raise ReloadError(f"{runner.reload_failures} reload(s) failed")
+    failed = sum(counts["failed"] for counts in runner.reloads.values())
+    if failed:
+        raise ReloadError(f"{failed} reload(s) failed")
     return 0

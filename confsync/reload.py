@@ -105,7 +105,7 @@ async def _http(name: str, cfg: ReloaderConfig) -> str:
 
 
 async def _command(name: str, cfg: ReloaderConfig) -> str:
-    command = cfg.command
+    command = cfg.command or ()
     if isinstance(command, str):
         proc = await asyncio.create_subprocess_shell(
             command, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
@@ -113,7 +113,7 @@ async def _command(name: str, cfg: ReloaderConfig) -> str:
     else:
         try:
             proc = await asyncio.create_subprocess_exec(
-                *command, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,  # type: ignore[misc]
+                *command, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT, start_new_session=True)
         except OSError as exc:
             raise ReloadError(f"reloader {name!r}: cannot run {command[0]!r}: {exc.strerror}") from None

@@ -7,6 +7,8 @@ import pytest
 
 from tests.helpers import ReloadServer, SignalApp
 
+pytest_plugins = ["tests.consul_fixtures"]
+
 
 @pytest.fixture
 def project(tmp_path: Path) -> Callable[..., Path]:

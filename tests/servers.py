@@ -153,17 +153,7 @@ class _Process:
             self.wait_ready()
 
     def wait_ready(self, timeout: float = STARTUP_TIMEOUT) -> None:
-        assert self._popen is not None, "start() first"
-        deadline = time.monotonic() + timeout
-        while True:
-            code = self._popen.poll()
-            if code is not None:
-                self._fail(f"exited with code {code} before it was ready")
-            if self._probe():
-                return
-            if time.monotonic() > deadline:
-                self._fail(f"not ready after {timeout:.0f}s")
-            time.sleep(POLL_INTERVAL)
+        _wait_ready([self], timeout)
 
     def _probe(self) -> bool:
         try:
@@ -210,6 +200,27 @@ class _Process:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(p.pid, signal.SIGKILL)
         p.wait()
+
+
+def _wait_ready(procs: list[_Process], timeout: float = STARTUP_TIMEOUT) -> None:
+    """Poll until every process is ready; fail as soon as any one of them exits.
+
+    Waiting on all at once matters for a cluster: if one member dies (say it lost
+    a port race), the others would otherwise wait out the deadline for a quorum.
+    """
+    assert all(p._popen is not None for p in procs), "start() first"
+    deadline = time.monotonic() + timeout
+    pending = list(procs)
+    while pending:
+        for p in pending:
+            code = p._popen.poll()  # type: ignore[union-attr]
+            if code is not None:
+                p._fail(f"exited with code {code} before it was ready")
+        pending = [p for p in pending if not p._probe()]
+        if pending and time.monotonic() > deadline:
+            pending[0]._fail(f"not ready after {timeout:.0f}s")
+        if pending:
+            time.sleep(POLL_INTERVAL)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -271,6 +282,9 @@ def _launch(make: Callable[[], H], attempts: int = 3) -> H:
         except _PortInUse:
             if attempt == attempts - 1:
                 raise
+        except BaseException:  # e.g. Ctrl-C while waiting: leave no server behind
+            handle.kill()
+            raise
     raise AssertionError("unreachable")
 
 
@@ -367,8 +381,7 @@ class EtcdCluster:
         for m in self.members:
             if not m.running:
                 m.start(wait=False)
-        for m in self.members:
-            m.wait_ready()
+        _wait_ready([m._proc for m in self.members])
 
     def stop_all(self) -> None:
         for m in self.members:
@@ -455,7 +468,10 @@ def zookeeper_server() -> Iterator[ZooKeeperServer]:
             port = free_port()
             cfg = tmp / "zoo.cfg"
             cfg.write_text(
-                "tickTime=500\n"  # session timeouts are 2-20 ticks: allow short ones
+                # Sessions may last 2 ticks to maxSessionTimeout: allow short ones
+                # for expiry tests, and long ones as in production.
+                "tickTime=500\n"
+                "maxSessionTimeout=60000\n"
                 f"dataDir={data}\n"
                 f"clientPort={port}\n"
                 f"clientPortAddress={LOOPBACK}\n"

@@ -12,9 +12,12 @@ import time
 import httpx
 import pytest
 
-from servers import (
+from tests.servers import (
     ServerHandle,
+    ServerStartError,
+    _PortInUse,
     _postgres_bindir,
+    _Process,
     etcd_cluster,
     etcd_server,
     free_port,
@@ -88,6 +91,30 @@ def test_free_ports_are_distinct_and_bindable():
     assert len(set(ports)) == 20
     with socket.socket() as s:
         s.bind(("127.0.0.1", free_port()))
+
+
+def test_a_server_that_exits_fails_with_its_log_tail(tmp_path):
+    proc = _Process("dud", ["sh", "-c", "echo starting; echo boom >&2; exit 3"],
+                    ready=lambda: False, log_path=tmp_path / "dud.log")
+    with pytest.raises(ServerStartError, match=r"(?s)exited with code 3.*starting\nboom"):
+        proc.start()
+
+
+def test_a_server_that_never_gets_ready_is_killed(tmp_path):
+    proc = _Process("sleeper", ["sh", "-c", "echo waiting; exec sleep 60"],
+                    ready=lambda: False, log_path=tmp_path / "sleeper.log")
+    proc.start(wait=False)
+    pid = proc.pid
+    with pytest.raises(ServerStartError, match=r"(?s)not ready after 0s.*waiting"):
+        proc.wait_ready(timeout=0.3)
+    assert not proc.running and not os.path.exists(f"/proc/{pid}")
+
+
+def test_a_lost_port_race_is_told_apart(tmp_path):
+    proc = _Process("loser", ["sh", "-c", "echo 'listen tcp: bind: address already in use'; exit 1"],
+                    ready=lambda: False, log_path=tmp_path / "loser.log")
+    with pytest.raises(_PortInUse):
+        proc.start()
 
 
 @pytest.mark.etcd

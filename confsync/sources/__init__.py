@@ -60,6 +60,7 @@ class Sink(Protocol):
 class Source(Protocol):
     Options: ClassVar[type]  # a frozen dataclass: the source's config keys, checked by config.py
     functions: ClassVar[type[Functions]]
+    secret: bool  # values are secrets: files 0600 by default, redacted from diffs and errors
 
     def __init__(self, name: str, options: Any, sink: Sink) -> None: ...
 
@@ -91,13 +92,13 @@ class Functions:
             raise TypeError(f"{self._source}.{kind}() expects a string path, got {type(path).__name__}")
         return Dep(self._source, kind, path.strip("/"), tuple(sorted(params.items())))
 
-    def key(self, path: str, default: Any = ABSENT) -> str:
+    def key(self, path: str, default: Any = ABSENT) -> Any:
         return self._lookup(self._dep("key", path), default)
 
-    def tree(self, prefix: str = "") -> dict[str, str]:
+    def tree(self, prefix: str = "") -> Any:
         return self._lookup(self._dep("tree", prefix), ABSENT)
 
-    def ls(self, prefix: str = "") -> list[str]:
+    def ls(self, prefix: str = "") -> Any:
         return self._lookup(self._dep("ls", prefix), ABSENT)
 
 

@@ -28,6 +28,7 @@ STEP_MS = 10
 @dataclass(frozen=True)
 class FilesOptions:
     root: RelPath
+    secret: bool = False  # a Secret volume: files 0600 by default, values redacted from diffs and errors
 
 
 class FilesSource:
@@ -37,6 +38,7 @@ class FilesSource:
     def __init__(self, name: str, options: FilesOptions, sink: Sink) -> None:
         self.name = name
         self.root = options.root
+        self.secret = options.secret
         self.sink = sink
         self.deps: set[Dep] = set()
         self._unread: set[Dep] = set()
@@ -44,8 +46,6 @@ class FilesSource:
         self._stop = asyncio.Event()
 
     async def start(self) -> None:
-        if not self.root.is_dir():
-            self.sink.source_status(self.name, False, f"root directory {self.root} does not exist")
         self._task = asyncio.create_task(self._watch_tree(), name=f"files:{self.name}")
 
     def watch(self, dep: Dep) -> None:
@@ -71,29 +71,40 @@ class FilesSource:
     async def _watch_tree(self) -> None:
         import watchfiles
 
+        down = False
         while not self._stop.is_set():
+            if not self.root.is_dir():  # watchfiles would block forever on a missing path
+                self.sink.source_status(self.name, False, f"root directory {self.root} does not exist")
+                down = True
+                if await self._stopped_within(1.0):
+                    return
+                continue
+            if down:  # back: whatever happened meanwhile is read afresh
+                down = False
+                self.sink.source_status(self.name, True)
+                self._unread |= self.deps
+                self._read_unread()
             try:
                 async for changes in watchfiles.awatch(
                     self.root, stop_event=self._stop, watch_filter=None, step=STEP_MS, debounce=1000,
                     recursive=True, ignore_permission_denied=True,
                 ):
                     self._changed({Path(p) for _, p in changes})
-            except (FileNotFoundError, OSError) as exc:
-                # The root vanished or cannot be watched: say so, and look again shortly.
+            except OSError as exc:
                 self.sink.source_status(self.name, False, f"cannot watch {self.root}: {exc}")
-                try:
-                    await asyncio.wait_for(self._stop.wait(), timeout=1.0)
-                except TimeoutError:
-                    pass
-                else:
+                down = True
+                if await self._stopped_within(1.0):
                     return
-            if not self._stop.is_set():
-                self.sink.source_status(self.name, True)
-                self._unread |= self.deps
-                self._read_unread()
+
+    async def _stopped_within(self, seconds: float) -> bool:
+        try:
+            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+        except TimeoutError:
+            return False
+        return True
 
     def _changed(self, paths: set[Path]) -> None:
-        rels = []
+        rels: list[str] | None = []
         for path in paths:
             try:
                 rel = path.relative_to(self.root).as_posix()
@@ -102,7 +113,7 @@ class FilesSource:
             if rel in ("", ".") or any(part.startswith("..") for part in rel.split("/")):
                 rels = None  # a kubelet swap of `..data` (or the root itself): anything may have moved
                 break
-            rels.append(rel)
+            rels.append(rel)  # type: ignore[union-attr]
         for dep in list(self.deps):
             if rels is None or any(_related(dep.path, rel) for rel in rels):
                 self.sink.update(dep, read(self.root, dep))
