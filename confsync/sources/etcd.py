@@ -69,6 +69,7 @@ class EtcdOptions:
     password_file: RelPath | None = None  # default: $ETCDCTL_PASSWORD
     tls: TlsOptions | None = None  # default: $ETCDCTL_CACERT, $ETCDCTL_CERT, $ETCDCTL_KEY
     timeout: Duration = 5.0  # one read or authentication (the watch stream has none)
+    secret: bool = False  # values are secrets: files 0600 by default, values kept out of diffs and errors
 
 
 class Unavailable(Exception):
@@ -130,10 +131,20 @@ def span(ranges: Iterable[KeyRange], cut: bool) -> KeyRange:
     starts = [r.start for r in ranges]
     if len(starts) == 1 and not cut:
         return next(iter(ranges))
-    common = os.path.commonprefix(starts) if starts else b""
+    common = _common_prefix(starts)
     if cut:
         common = common[: common.rfind(b"/") + 1]
     return KeyRange(common, exact=False)
+
+
+def _common_prefix(items: list[bytes]) -> bytes:
+    if not items:
+        return b""
+    low, high = min(items), max(items)  # what the smallest and largest share, all share
+    n = 0
+    while n < len(low) and low[n] == high[n]:
+        n += 1
+    return low[:n]
 
 
 def covers(outer: KeyRange, inner: KeyRange) -> bool:
@@ -217,6 +228,7 @@ class EtcdSource:
         self.name = name
         self.options = options
         self.sink = sink
+        self.secret = options.secret
         self.endpoints = _endpoints(options.endpoints, tls=options.tls is not None)
         self.username, self._env_password = _username(options.username)
         if self.username and not (options.password_file or self._env_password):
@@ -274,6 +286,7 @@ class EtcdSource:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        await self._close_stream()  # one opened by a connect the cancel interrupted
         if self._client:
             await self._client.aclose()
 
@@ -333,6 +346,7 @@ class EtcdSource:
             elif self._unread:
                 await self._read_unread()
         except Compacted:
+            self._full = True
             await self._read_all()
         await self._start_watch()
 
@@ -468,6 +482,7 @@ class EtcdSource:
         try:
             await self._read_unread()
         except Compacted:
+            self._full = True  # if this read fails too, the next connection reads everything
             await self._read_all()
         else:
             assert self._stream
@@ -483,6 +498,7 @@ class EtcdSource:
             log.info("etcd %s: revision %d was compacted (oldest kept: %s); re-reading all watched keys",
                      self.name, self.rev + 1, result["compact_revision"],
                      extra={"event": "etcd_resync", "source": self.name})
+            self._full = True
             await self._read_all()
             await self._start_watch()
         elif result.get("canceled"):
