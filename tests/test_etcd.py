@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import itertools
 import json
 import re
 import socket
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -16,8 +19,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from confsync.sources import ABSENT, Dep, Missing
+from confsync.sources import etcd as etcd_source
 from tests.helpers import Daemon, confsync, wait_until
-from tests.servers import EtcdServer, etcd_cluster, etcd_server
+from tests.servers import EtcdServer, etcd_cluster, etcd_server, free_ports
+
+pytestmark = pytest.mark.etcd
 
 _names = itertools.count()
 
@@ -57,6 +64,14 @@ def call(url: str, path: str, body: dict, token: str | None = None) -> dict:
 def put(url: str, key: str, value: str, token: str | None = None) -> int:
     """Write a key; returns the revision of the write (acknowledged once this returns)."""
     return int(call(url, "/v3/kv/put", {"key": _b64(key), "value": _b64(value)}, token)["header"]["revision"])
+
+
+def put_many(url: str, items: dict[str, str]) -> None:
+    """Write many keys in few transactions (etcd allows 128 operations in one by default)."""
+    pairs = list(items.items())
+    for i in range(0, len(pairs), 128):
+        call(url, "/v3/kv/txn", {"success": [{"request_put": {"key": _b64(k), "value": _b64(v)}}
+                                             for k, v in pairs[i:i + 128]]})
 
 
 def delete(url: str, key: str) -> None:
@@ -289,10 +304,11 @@ def test_init_names_the_missing_key_then_succeeds(etcd, prefix, project, tmp_pat
 
 
 def test_tree_ls_and_prefix(etcd, prefix, project, tmp_path):
-    for key, value in {"a/x": "1", "a/y/z": "2", "a/y/w": "3", "b": "4", "a//odd": "5"}.items():
-        put(etcd.url, f"{prefix}/{key}", value)
-    put(etcd.url, f"{prefix}x/a/x", "not ours")  # shares the bytes of the prefix, not its "/"
-    put(etcd.url, f"{prefix[1:]}/bare", "no leading slash")
+    put_many(etcd.url, {
+        **{f"{prefix}/{k}": v for k, v in {"a/x": "1", "a/y/z": "2", "a/y/w": "3", "b": "4", "a//odd": "5"}.items()},
+        f"{prefix}x/a/x": "not ours",  # shares the bytes of the prefix, not its "/"
+        f"{prefix[1:]}/bare": "no leading slash",
+    })
     template = ("{{ etcd.tree('a') | to_json }}|{{ etcd.ls('') | to_json }}|{{ etcd.ls('a') | to_json }}|"
                 "{{ etcd.tree('none') | to_json }}|{{ etcd.ls('none') | to_json }}|{{ etcd.key('/a/x/') }}")
     cfg = project(source([etcd.url], prefix) + "templates:\n  - {source: t.j2, destination: out/t}\n",
@@ -313,9 +329,7 @@ def test_tree_ls_and_prefix(etcd, prefix, project, tmp_path):
 
 
 def test_once_with_many_templates_reads_in_one_request(etcd, prefix, project, tmp_path):
-    for i in range(100):
-        for j in range(10):
-            put(etcd.url, f"{prefix}/svc{i}/k{j}", f"{i}.{j}")
+    put_many(etcd.url, {f"{prefix}/svc{i}/k{j}": f"{i}.{j}" for i in range(100) for j in range(10)})
     templates = {f"t{i}.j2": "".join(f"{{{{ etcd.key('svc{i}/k{j}') }}}}," for j in range(10))
                  for i in range(100)}
     cfg = project(source([etcd.url], prefix) + "templates:\n" + "".join(
@@ -416,3 +430,159 @@ def test_unreachable_etcd_is_reported_not_fatal(project, tmp_path):
     assert result.returncode == 3
     assert "source unavailable" in result.stderr and "127.0.0.1:1" in result.stderr
     assert time.monotonic() - started < 10
+
+
+# -- in-process: the pieces, and the paths the CLI cannot reach cheaply ----------------------------------
+
+
+def dep(kind: str, path: str) -> Dep:
+    return Dep("etcd", kind, path)
+
+
+def test_key_mapping_and_ranges():
+    base = etcd_source._base
+    assert [base(p) for p in ("/app", "/app/", "/", "", "app")] == [b"/app/", b"/app/", b"/", b"", b"app/"]
+    rng = etcd_source.key_range
+    assert rng(b"/app/", dep("key", "db/host")) == etcd_source.KeyRange(b"/app/db/host", exact=True)
+    assert rng(b"/app/", dep("tree", "db")) == etcd_source.KeyRange(b"/app/db/", exact=False)
+    assert rng(b"/app/", dep("ls", "")) == etcd_source.KeyRange(b"/app/", exact=False)
+    assert rng(b"/app/", dep("key", "")) is None and rng(b"", dep("secret", "x")) is None
+    assert etcd_source._prefix_end(b"/a") == b"/b"
+    assert etcd_source._prefix_end(b"a\xff\xff") == b"b" and etcd_source._prefix_end(b"\xff") == b"\0"
+    assert etcd_source.KeyRange(b"", exact=False).body() == {"key": "AA==", "range_end": "AA=="}  # everything
+
+    KR = etcd_source.KeyRange
+    keys = [KR(b"/app/db/host", True), KR(b"/app/db/port", True)]
+    assert etcd_source.span(keys, cut=False) == KR(b"/app/db/", False)
+    assert etcd_source.span(keys[:1], cut=False) == keys[0]  # one key: read just it
+    assert etcd_source.span(keys[:1], cut=True) == KR(b"/app/db/", False)  # watch its folder
+    assert etcd_source.span([KR(b"/app/db/host", True), KR(b"/app/dbx/", False)], cut=True) == KR(b"/app/", False)
+    assert etcd_source.covers(KR(b"/app/", False), KR(b"/app/db/host", True))
+    assert not etcd_source.covers(KR(b"/app/db/", False), KR(b"/app/cache/", False))
+
+
+def test_values_from_the_mirror():
+    mirror = {b"/a/x": b"1", b"/a/y/z": b"2", b"/a//odd": b"3", b"/ab": b"no", b"/a/bad": b"\xff"}
+    tree, ls = dep("tree", "a"), dep("ls", "a")
+    rng = etcd_source.KeyRange(b"/a/", exact=False)
+    assert isinstance(etcd_source.value_of(tree, rng, mirror), Missing)  # one value is not text
+    del mirror[b"/a/bad"]
+    assert etcd_source.value_of(tree, rng, mirror) == {"/odd": "3", "x": "1", "y/z": "2"}
+    assert etcd_source.value_of(ls, rng, mirror) == ["x", "y"]
+    key = etcd_source.KeyRange(b"/a/x", exact=True)
+    assert etcd_source.value_of(dep("key", "a/x"), key, mirror) == "1"
+    assert etcd_source.value_of(dep("key", "a/x"), key, {}) is ABSENT
+
+
+class Recorder:
+    """A Sink that remembers the last value of each dependency."""
+
+    def __init__(self) -> None:
+        self.values: dict[Dep, object] = {}
+        self.status: list[tuple[bool, str]] = []
+        self.changed = asyncio.Event()
+
+    def update(self, dep: Dep, value: object) -> None:
+        self.values[dep] = value
+        self.changed.set()
+
+    def source_status(self, source: str, up: bool, reason: str = "") -> None:
+        self.status.append((up, reason))
+
+    async def wait_for(self, expected: dict[Dep, object]) -> None:
+        async with asyncio.timeout(10):
+            while any(self.values.get(d) != v for d, v in expected.items()):
+                self.changed.clear()
+                await self.changed.wait()
+
+
+async def test_too_many_keys_under_the_common_prefix_read_range_by_range(etcd, prefix, monkeypatch):
+    put_many(etcd.url, {f"{prefix}/{s}/{i}": f"{s}{i}" for s in "abc" for i in range(3)})
+    monkeypatch.setattr(etcd_source, "READ_LIMIT", 4)
+    sink = Recorder()
+    source = etcd_source.EtcdSource("etcd", etcd_source.EtcdOptions(endpoints=(etcd.url,), prefix=prefix), sink)
+    before = metrics(etcd.url)["range"]
+    await source.start()
+    deps = {dep("key", "a/1"): "a1", dep("tree", "b"): {"0": "b0", "1": "b1", "2": "b2"},
+            dep("ls", ""): ["a", "b", "c"], dep("key", "c/9"): ABSENT}
+    for d in deps:
+        source.watch(d)
+    source.watch(dep("key", ""))
+    await sink.wait_for({**deps, dep("key", ""): Missing("an empty key names nothing")})
+    assert metrics(etcd.url)["range"] - before == 1 + 4  # the batched read said "more": one per range
+    put(etcd.url, f"{prefix}/c/9", "late")
+    await sink.wait_for({dep("key", "c/9"): "late"})
+    await source.close()
+    assert asyncio.all_tasks() == {asyncio.current_task()}  # nothing left running
+    assert sink.status == [(True, "")]
+
+
+# -- TLS: an etcd that requires client certificates ------------------------------------------------------
+
+
+def _certificates(folder: Path) -> None:
+    """A throwaway CA, a server certificate for 127.0.0.1 and a client certificate (EC, fast)."""
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
+    key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    openssl("req", "-x509", *key, "-keyout", "ca.key", "-out", "ca.pem", "-days", "1", "-subj", "/CN=confsync test CA")
+    # etcd's gateway dials etcd's own gRPC port with the server certificate: it must allow clientAuth too.
+    for name, usage in (("server", "serverAuth,clientAuth"), ("client", "clientAuth")):
+        (folder / f"{name}.ext").write_text(f"subjectAltName=IP:127.0.0.1\nextendedKeyUsage={usage}\n")
+        openssl("req", *key, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}")
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                "-out", f"{name}.pem", "-days", "1", "-extfile", f"{name}.ext")
+
+
+@contextlib.contextmanager
+def tls_etcd(folder: Path) -> Iterator[str]:
+    client_port, peer_port = free_ports(2)
+    url, peer = f"https://127.0.0.1:{client_port}", f"http://127.0.0.1:{peer_port}"
+    with open(folder / "etcd.log", "wb") as log:
+        proc = subprocess.Popen(
+            ["etcd", "--name", "tls", "--data-dir", str(folder / "data"), "--listen-client-urls", url,
+             "--advertise-client-urls", url, "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+             "--initial-cluster", f"tls={peer}", "--cert-file", "server.pem", "--key-file", "server.key",
+             "--client-cert-auth", "--trusted-ca-file", "ca.pem"],
+            cwd=folder, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        context = ssl.create_default_context(cafile=str(folder / "ca.pem"))
+        context.load_cert_chain(folder / "client.pem", folder / "client.key")
+
+        def healthy() -> bool:
+            assert proc.poll() is None, (folder / "etcd.log").read_text()[-2000:]
+            with contextlib.suppress(httpx.HTTPError):
+                return httpx.get(url + "/health", verify=context, trust_env=False).json()["health"] == "true"
+            return False
+
+        wait_until(healthy, timeout=60, what="etcd with TLS")
+        httpx.post(url + "/v3/kv/put", json={"key": _b64("/s/db/host"), "value": _b64("secure")},
+                   verify=context, trust_env=False).raise_for_status()
+        yield url
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_tls_with_client_certificate(project, tmp_path):
+    _certificates(tmp_path)
+    with tls_etcd(tmp_path) as url:
+        tls = ", tls: {ca_file: ca.pem, cert_file: client.pem, key_file: client.key}"
+        cfg = project(one_template([url], "/s", extra=tls), {"app.conf.j2": TEMPLATE})
+        result = confsync("once", "-c", str(cfg))
+        assert result.returncode == 0, result.stderr
+        assert (tmp_path / "out/app.conf").read_text() == "host=secure\nport=5432\n"
+
+        # Without the client certificate etcd refuses us: reported, not fatal.
+        cfg = project(one_template([url], "/s", extra=", tls: {ca_file: ca.pem}"), {"app.conf.j2": TEMPLATE},
+                      name="nocert.yaml")
+        result = confsync("once", "-c", str(cfg), "--timeout", "1s")
+        assert result.returncode == 3 and "source unavailable" in result.stderr, result.stderr
+
+
+def test_username_without_password_is_a_config_error(project):
+    cfg = project(one_template(["http://127.0.0.1:1"], "/app", extra=", username: app"), {"app.conf.j2": TEMPLATE})
+    result = confsync("once", "-c", str(cfg), ETCDCTL_PASSWORD="", ETCDCTL_USER="")
+    assert result.returncode == 2
+    assert "sources.etcd: username is set but no password" in result.stderr
