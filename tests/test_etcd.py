@@ -580,6 +580,11 @@ def test_tls_with_client_certificate(project, tmp_path):
         result = confsync("once", "-c", str(cfg), "--timeout", "1s")
         assert result.returncode == 3 and "source unavailable" in result.stderr, result.stderr
 
+        cfg = project(one_template([url], "/s", extra=", tls: {ca_file: nothere.pem}"), {"app.conf.j2": TEMPLATE},
+                      name="noca.yaml")
+        result = confsync("once", "-c", str(cfg))
+        assert result.returncode == 2 and "sources.etcd.tls:" in result.stderr, result.stderr
+
 
 def test_username_without_password_is_a_config_error(project):
     cfg = project(one_template(["http://127.0.0.1:1"], "/app", extra=", username: app"), {"app.conf.j2": TEMPLATE})

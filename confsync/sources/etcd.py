@@ -587,9 +587,12 @@ class EtcdSource:
         ca = tls.ca_file or os.environ.get("ETCDCTL_CACERT")
         cert = tls.cert_file or os.environ.get("ETCDCTL_CERT")
         key = tls.key_file or os.environ.get("ETCDCTL_KEY")
-        context = ssl.create_default_context(cafile=str(ca) if ca else None)
-        if cert:
-            context.load_cert_chain(str(cert), str(key) if key else None)
+        try:
+            context = ssl.create_default_context(cafile=str(ca) if ca else None)
+            if cert:
+                context.load_cert_chain(str(cert), str(key) if key else None)
+        except (OSError, ssl.SSLError) as exc:  # a file that is missing, unreadable or not PEM
+            raise ConfigError(f"sources.{self.name}.tls: {exc}") from None
         return context
 
 
