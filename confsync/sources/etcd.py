@@ -48,9 +48,14 @@ DEFAULT_ENDPOINT = "http://127.0.0.1:2379"
 READ_LIMIT = 10_000
 CONNECT_TIMEOUT = 2.0  # a member that does not accept within this is skipped for the next one
 RETRY_FIRST, RETRY_MAX = 0.05, 2.0  # exponential backoff with full jitter, in seconds
-# A watch stream may be silent for hours, so it has no read timeout; TCP keepalive notices a dead
-# peer (a crashed host, a cut network) after about IDLE + INTERVAL * COUNT = 11 s, with no request.
+# A watch stream may be silent for a long time, so its read timeout cannot be short. TCP keepalive
+# notices a dead peer (a crashed host, a cut network) after about IDLE + INTERVAL * COUNT = 11 s,
+# with no request.
 KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_COUNT = 5, 2, 3
+# A hung server keeps the socket alive, so keepalive cannot see it. etcd sends a progress
+# notification on a quiet watch at its second 10-minute tick at the latest, so a stream silent
+# for longer is given up, as a backstop.
+STREAM_SILENCE = 25 * 60.0
 UNAUTHENTICATED, OUT_OF_RANGE = 16, 11  # gRPC status codes the gateway passes on as "code"
 
 
@@ -429,7 +434,7 @@ class EtcdSource:
         try:
             response = await stream.stack.enter_async_context(self._client.stream(
                 "POST", self._endpoint + "/v3/watch", json=request, headers=headers,
-                timeout=httpx.Timeout(self.options.timeout, connect=CONNECT_TIMEOUT, read=None)))
+                timeout=httpx.Timeout(self.options.timeout, connect=CONNECT_TIMEOUT, read=STREAM_SILENCE)))
             if response.status_code != 200:
                 await response.aread()
                 code, message = _error(response)
