@@ -41,7 +41,8 @@ def put(emu: ConsulEmulator, key: str, value: str, token: str | None = None) -> 
     """A KV write; lone surrogates in `value` stand for raw bytes (not UTF-8)."""
     headers = {"X-Consul-Token": token} if token else {}
     body = value.encode("utf-8", "surrogateescape")
-    assert httpx.put(f"{emu.addr}/v1/kv/{key}", content=body, headers=headers).json() is True
+    # A long timeout: `emu.delay` holds writes too.
+    assert httpx.put(f"{emu.addr}/v1/kv/{key}", content=body, headers=headers, timeout=30).json() is True
 
 
 def register(emu: ConsulEmulator, node: str, address: str, sid: str, port: int, tags: list[str],
@@ -118,23 +119,75 @@ def test_services_health_and_tag_filters(project, tmp_path, emu):
         settles_on("canary web2\nservices=consul,web\n")
 
 
-def test_one_blocking_query_per_distinct_dependency(project, tmp_path, emu):
+def test_one_blocking_query_for_all_kv_deps_and_one_per_service(project, tmp_path, emu):
     put(emu, "shared/v", "1")
-    templates = {f"t{i}.j2": "{{ consul.key('shared/v') }}-{{ consul.tree('shared') | length }}" for i in range(8)}
+    register(emu, "n1", "10.0.0.1", "web1", 80, [])
+    templates = {f"t{i}.j2": "{{ consul.key('shared/v') }}-{{ consul.tree('shared') | length }}-"
+                             "{{ consul.ls('shared') | join(',') }}-{{ consul.service('web') | length }}"
+                 for i in range(8)}
     cfg = project(config(emu, templates), templates)
     emu.reset_counters()
     with Daemon("-c", str(cfg), **NO_ENV) as daemon:
         for _ in templates:
             daemon.wait_event("written")
         assert emu.wait_for_blocked(2)
-        assert emu.blocked_queries == 2  # key('shared/v') and tree('shared'): 2 polls, not 16
-        key_requests, tree_requests = emu.request_count["/v1/kv/shared/v"], emu.request_count["/v1/kv/shared/"]
-        assert key_requests <= 3 and tree_requests <= 3  # first read, a blocking query, maybe a timeout
+        # key, tree and ls on shared/: one recursive poll of "shared/"; service('web'): its own.
+        assert emu.blocked_queries == 2
+        kv_paths = {p for p in emu.request_count if p.startswith("/v1/kv/")}
+        assert kv_paths == {"/v1/kv/shared/"}, emu.request_count
+        kv_requests = emu.request_count["/v1/kv/shared/"]
+        assert kv_requests <= 3  # first read, a blocking query, maybe a timeout
+        assert emu.request_count["/v1/health/service/web"] <= 3
         put(emu, "shared/v", "2")
         for _ in templates:
             daemon.wait_event("written")
-        assert all((tmp_path / f"out/t{i}").read_text() == "2-1" for i in range(8))
-        assert emu.request_count["/v1/kv/shared/v"] - key_requests <= 4  # our PUT, the reply, a new poll
+        assert all((tmp_path / f"out/t{i}").read_text() == "2-1-v-1" for i in range(8))
+        assert emu.request_count["/v1/kv/shared/"] - kv_requests <= 3  # the reply, a new poll, a timeout
+
+
+def test_100_templates_of_10_keys_share_one_poll(project, tmp_path, emu):
+    templates = {}
+    with httpx.Client(base_url=emu.addr) as http:  # one connection for the 1000 writes
+        for i in range(100):
+            for j in range(10):
+                assert http.put(f"/v1/kv/apps/t{i}/k{j}", content=f"{i}.{j}").json() is True
+    for i in range(100):
+        templates[f"t{i}.j2"] = "".join(f"{{{{ consul.key('apps/t{i}/k{j}') }}}}," for j in range(10))
+    cfg = project(config(emu, templates), templates)
+    expected = {i: "".join(f"{i}.{j}," for j in range(10)) for i in range(100)}
+
+    # once: a single read answers all 1000 keys, even when every request takes 50 ms.
+    emu.delay = 0.05
+    emu.reset_counters()
+    started = time.monotonic()
+    result = confsync("once", "-c", str(cfg), **NO_ENV)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    assert all((tmp_path / f"out/t{i}").read_text() == expected[i] for i in range(100))
+    assert emu.request_count["/v1/kv/apps/"] <= 2, emu.request_count  # 1000 keys, 1 read (+ maybe a poll)
+    assert elapsed < 4, elapsed  # mostly interpreter start-up and 100 fsynced writes
+    emu.delay = 0
+    for i in range(100):
+        (tmp_path / f"out/t{i}").unlink()
+
+    # The daemon: one parked poll for all 1000 keys; a change renders only its template.
+    with Daemon("-c", str(cfg), **NO_ENV) as daemon:
+        for _ in templates:
+            daemon.wait_event("written")
+        assert emu.wait_for_blocked(1)
+        emu.reset_counters()
+        put(emu, "apps/t42/k7", "new")
+        assert daemon.wait_event("written")["template"].endswith("out/t42")
+        assert (tmp_path / "out/t42").read_text() == expected[42].replace("42.7", "new")
+        # Idle (`wait: 1s`): only the one poll comes back, once a second or so.
+        wait_until(lambda: emu.blocked_queries == 1, what="the poll to be parked again")
+        emu.reset_counters()
+        time.sleep(2)
+        idle = dict(emu.request_count)
+        assert emu.blocked_queries == 1
+    assert set(idle) <= {"/v1/kv/apps/"} and sum(idle.values()) <= 4, idle
+    written = [line for line in daemon.lines if '"event": "written"' in line]
+    assert len(written) == 101, daemon.log()  # 100 at start, then t42 alone
 
 
 def test_unchanged_data_renders_nothing_and_idle_costs_only_long_polls(project, tmp_path, emu):
@@ -145,20 +198,20 @@ def test_unchanged_data_renders_nothing_and_idle_costs_only_long_polls(project, 
     with Daemon("-c", str(cfg), **NO_ENV) as daemon:
         daemon.wait_event("written")
         daemon.wait_event("written")
-        assert emu.wait_for_blocked(2)
-        # Same value again: the index moves, the data does not. An unrelated key: a's index moves.
-        before = emu.requests_to("/v1/kv/a")
+        assert emu.wait_for_blocked(1)  # a and b: one poll of the whole store (their common prefix)
+        # Same value again: the index moves, the data does not. An unrelated key: the index moves.
+        before = emu.request_count["/v1/kv/"]
         put(emu, "a", "A")
         put(emu, "unrelated", "x")
-        wait_until(lambda: emu.requests_to("/v1/kv/a") >= before + 1 and emu.blocked_queries == 2,
-                   what="the poll of a to be parked again")
+        wait_until(lambda: emu.request_count["/v1/kv/"] >= before + 1 and emu.blocked_queries == 1,
+                   what="the poll to be parked again")
         # Idle: over 3 s with `wait: 1s`, each poll comes back ~3 times with the same index.
         emu.reset_counters()
         time.sleep(3)
         idle = dict(emu.request_count)
         put(emu, "b", "B2")  # a sentinel: the next write must be b's
         assert daemon.wait_event("written")["template"].endswith("out/b")
-    assert sum(idle.values()) <= 10 and set(idle) <= {"/v1/kv/a", "/v1/kv/b"}, idle
+    assert sum(idle.values()) <= 5 and set(idle) <= {"/v1/kv/"}, idle
     written = [json.loads(line)["template"] for line in daemon.lines if '"event": "written"' in line]
     assert sorted(Path(t).name for t in written) == ["a", "b", "b"], daemon.log()
 
@@ -282,7 +335,7 @@ def test_acl_token_from_file_env_and_rotation(project, tmp_path):
         assert TOKEN not in daemon.log() and TOKEN not in result.stderr
 
 
-def test_once_with_100_templates_is_quick_and_reads_concurrently(project, tmp_path, emu):
+def test_once_with_100_templates_is_quick_and_reads_once(project, tmp_path, emu):
     templates = {}
     for i in range(100):
         put(emu, f"many/k{i}", str(i))
@@ -295,7 +348,7 @@ def test_once_with_100_templates_is_quick_and_reads_concurrently(project, tmp_pa
     elapsed = time.monotonic() - started
     assert result.returncode == 0, result.stderr
     assert all((tmp_path / f"out/t{i}").read_text() == str(i) for i in range(100))
-    assert emu.requests_to("/v1/kv/many/") <= 200  # a first read each, perhaps one blocking query
+    assert emu.requests_to("/v1/kv/many/") <= 2  # one read for all, perhaps one blocking query
     assert elapsed < 4, elapsed
 
 
@@ -306,7 +359,7 @@ def test_stop_does_not_wait_for_parked_long_polls(project, tmp_path, emu):
     with Daemon("-c", str(cfg), **NO_ENV) as daemon:
         for _ in templates:
             daemon.wait_event("written")
-        assert emu.wait_for_blocked(6)
+        assert emu.wait_for_blocked(1)
         started = time.monotonic()
         assert daemon.stop() == 0
         took = time.monotonic() - started
@@ -355,7 +408,7 @@ def dep(kind: str, path: str, **params: Any) -> Dep:
     return Dep("consul", kind, path, tuple(sorted(params.items())))
 
 
-async def test_values_are_plain_and_unwatch_frees_the_thread(emu):
+async def test_values_are_plain_and_unwatch_stops_pushing(emu):
     put(emu, "t/a", "1")
     put(emu, "t/d/b", "2")
     put(emu, "t/d/", "")  # a folder marker: not a value
@@ -377,21 +430,68 @@ async def test_values_are_plain_and_unwatch_frees_the_thread(emu):
     assert sink.values[dep("tree", "t/d")] == {"b": "2"}
     assert sink.values[dep("tree", "nothing")] == {} and sink.values[dep("ls", "nothing")] == []
     assert sink.values[dep("key", "")] == Missing("key() needs a name")
-    assert await asyncio.to_thread(emu.wait_for_blocked, len(deps) - 1)
-    # unwatch: the parked poll's socket is shut, its thread is free at once; no request follows.
+    # Keys "nope", "nothing/…" and "t/…" have no folder in common: one poll of the whole store.
+    assert await asyncio.to_thread(emu.wait_for_blocked, 1)
+    assert emu.blocked_queries == 1 and len(source._busy) == 1
+    assert {p for p in emu.request_count if p.startswith("/v1/kv/") and emu.request_count[p]} <= {
+        "/v1/kv/", "/v1/kv/t/a", "/v1/kv/t/d/b", "/v1/kv/t/d/", "/v1/kv/t/empty", "/v1/kv/t/bin"}  # + our PUTs
+    # unwatch: no more pushes for it; the others still follow changes.
     source.unwatch(dep("key", "t/a"))
-    await asyncio.sleep(0)
-    count = emu.requests_to("/v1/kv/t/a")
-    await poll(lambda: len(source._busy) == len(deps) - 2, timeout=2)
-    ls_requests = emu.requests_to("/v1/kv/t/")
+    pushed = len(sink.updates)
+    polls = emu.request_count["/v1/kv/"]
     put(emu, "t/a", "changed")
-    await poll(lambda: emu.requests_to("/v1/kv/t/") > ls_requests)  # ls('t') saw it and re-polled
+    put(emu, "t/new", "x")
+    await sink.wait_for(lambda: sink.values[dep("ls", "t")] == ["a", "bin", "d", "empty", "new"])
+    assert sink.updates[pushed:] == [(dep("ls", "t"), ["a", "bin", "d", "empty", "new"])]  # only what changed
+    assert emu.request_count["/v1/kv/"] > polls
     started = time.monotonic()
     await source.close()
     assert time.monotonic() - started < 1
-    assert emu.requests_to("/v1/kv/t/a") == count + 1  # our PUT; no read since unwatch
     assert sink.values[dep("key", "t/a")] == "1"
     await poll(lambda: not [t for t in threading.enumerate() if t.name.startswith("consul-consul")])
+
+
+async def test_a_watch_outside_the_prefix_widens_it_and_misses_nothing(emu):
+    put(emu, "app/one/a", "1")
+    put(emu, "app/two/b", "2")
+    put(emu, "other/c", "3")
+    sink = Sink()
+    source = ConsulSource("consul", ConsulOptions(address=emu.addr, wait=30), sink)
+    await source.start()
+    try:
+        source.watch(dep("key", "app/one/a"))
+        source.watch(dep("tree", "app/one"))
+        await sink.wait_for(lambda: len(sink.values) == 2)
+        assert await asyncio.to_thread(emu.wait_for_blocked, 1)
+        assert emu.request_count["/v1/kv/app/one/"] >= 1 and not emu.request_count["/v1/kv/app/"]
+        # A write while the prefix widens to "app/": the new poll starts with a plain read.
+        put(emu, "app/one/a", "1b")
+        source.watch(dep("ls", "app/two"))
+        await sink.wait_for(lambda: sink.values.get(dep("ls", "app/two")) == ["b"]
+                            and sink.values[dep("key", "app/one/a")] == "1b")
+        # The old poll's socket was shut: one request in flight (the emulator's side of the old
+        # one stays parked until its wait ends, unaware of it).
+        await poll(lambda: emu.request_count["/v1/kv/app/"] >= 2 and len(source._busy) == 1)
+        # Then to the whole store; the values already pushed are not pushed again.
+        pushed = len(sink.updates)
+        source.watch(dep("key", "other/c"))
+        await sink.wait_for(lambda: dep("key", "other/c") in sink.values)
+        assert sink.updates[pushed:] == [(dep("key", "other/c"), "3")]
+        await poll(lambda: emu.request_count["/v1/kv/"] >= 2 and len(source._busy) == 1)
+        # A dep under the prefix is answered at once, from the last reply: no request.
+        requests = emu.requests_total
+        source.watch(dep("key", "app/two/missing"))
+        source.watch(dep("tree", "app/two"))
+        assert sink.values[dep("key", "app/two/missing")] is ABSENT
+        assert sink.values[dep("tree", "app/two")] == {"b": "2"}
+        assert emu.requests_total == requests
+        # A change: only the one value it changes is pushed.
+        pushed = len(sink.updates)
+        put(emu, "app/two/b", "2b")
+        await sink.wait_for(lambda: sink.values[dep("tree", "app/two")] == {"b": "2b"})
+        assert sink.updates[pushed:] == [(dep("tree", "app/two"), {"b": "2b"})]
+    finally:
+        await source.close()
 
 
 async def poll(predicate: Any, timeout: float = 10) -> None:

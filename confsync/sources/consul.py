@@ -1,28 +1,39 @@
 """The `consul` source: Consul's KV store and service catalog, followed with blocking queries.
 
-Each watched dependency is one long poll ("blocking query", https://developer.hashicorp.com/consul/
+Changes are followed with long polls ("blocking queries", https://developer.hashicorp.com/consul/
 api-docs/features/blocking): a read with `index` = the last `X-Consul-Index` and a `wait`, which
-Consul holds until the resource changes or the wait ends. One poll per distinct dependency,
-however many templates use it (the runner watches each `Dep` once). The docs' implementation rules
-are followed: an index that goes backwards restarts the loop at 0, an index below 1 is taken as 1,
-a reply with an unchanged index pushes nothing, and requests are rate-limited so that a server
-answering at once cannot make us spin.
+Consul holds until the resource changes or the wait ends.
+
+All KV dependencies (key, tree, ls) share ONE poll: a recursive read of the longest common prefix
+of the paths they need, cut back to a "/" boundary (the whole store if nothing better), and each
+dependency's value is derived from that one reply; only values that changed are pushed. One poll
+per dependency would cost a thread and a TCP connection each, and a Consul agent accepts only 200
+connections per client IP by default (`limits.http_max_conns_per_client`). A watch outside the
+prefix widens it: the poll restarts with a plain read, which is current by definition, so nothing
+is missed. Each service dependency keeps its own poll (distinct endpoints).
+
+The docs' implementation rules are followed: an index that goes backwards restarts the loop at 0,
+an index below 1 is taken as 1, a reply with an unchanged index pushes nothing, and requests are
+rate-limited so that a server answering at once cannot make us spin.
 
 py-consul is blocking (requests), so each request runs in a worker thread of a dedicated pool,
-one thread per poll in flight; the loop thread gets the result through `run_in_executor`, which
-hands it over with `call_soon_threadsafe`. A parked long poll cannot be cancelled from Python, so
-`unwatch` and `close` shut down the socket it waits on: the thread returns at once.
+one thread per poll in flight (1 + the number of services); the loop thread gets the result
+through `run_in_executor`, which hands it over with `call_soon_threadsafe`. A parked long poll
+cannot be cancelled from Python, so `unwatch`, a widening and `close` shut down the socket it
+waits on: the thread returns at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import os
 import random
 import socket
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -38,9 +49,13 @@ MIN_INTERVAL = 0.1
 # Back-off after errors: a random delay up to 0.5 s, 1 s, 2 s… capped (full jitter, so that many
 # polls failing together do not come back together).
 BACKOFF_MULTIPLIER, BACKOFF_MIN, BACKOFF_MAX = 0.5, 0.1, 30.0
-# How long to wait for Consul to connect or answer, on top of a blocking query's own wait.
-# Worker threads are created on demand, one per poll in flight; this only bounds a runaway.
-MAX_THREADS = 1024
+# Worker threads are created on demand, one per poll in flight (the KV poll, one per service);
+# this only bounds a runaway, below Consul's default of 200 connections per client IP.
+MAX_THREADS = 128
+# A KV reply with more entries than this is logged: every change under the prefix costs a read
+# of all of them, and a narrower layout (the watched keys under one folder) would be cheaper.
+LARGE_PREFIX = 10_000
+KV_KINDS = ("key", "tree", "ls")
 # close(): how long to keep aborting in-flight requests before giving up on the threads.
 CLOSE_GRACE = 2.0
 DEFAULT_ADDRESS = "127.0.0.1:8500"
@@ -134,6 +149,24 @@ class _Watch:
     stopped: bool = False
 
 
+@dataclass(frozen=True)
+class _Snapshot:
+    """One recursive KV read: every key under the polled prefix, sorted, and its raw value."""
+
+    keys: list[str]
+    values: dict[str, bytes | None]
+
+    def under(self, prefix: str) -> Iterator[str]:
+        """The keys starting with `prefix`, in order."""
+        for key in self.keys[bisect.bisect_left(self.keys, prefix):]:
+            if not key.startswith(prefix):
+                return
+            yield key
+
+
+_UNSET: Any = object()  # a KV dependency whose value was not pushed yet
+
+
 @dataclass
 class _Reply:
     sent: int  # the index sent
@@ -160,7 +193,11 @@ class ConsulSource:
         self.addr = f"{self.scheme}://{self.host}:{self.port}"
         self._token_file = options.token_file or _env_path("CONSUL_HTTP_TOKEN_FILE")
         self._token_cache: tuple[Any, str | None] = (None, None)
-        self._watches: dict[Dep, _Watch] = {}
+        self._watches: dict[Dep, _Watch] = {}  # one poll per service dependency
+        self._kv: _Watch | None = None  # the one poll of every KV dependency, its dep the prefix
+        self._kv_deps: dict[Dep, Any] = {}  # KV dependency → the value last pushed (or _UNSET)
+        self._kv_view: _Snapshot | Missing | None = None  # the KV poll's last answer
+        self._kv_warned = False
         self._failing: dict[_Watch, str] = {}
         self._down: str | None = None
         self._back = asyncio.Event()  # set (and replaced) when a failing poll gets an answer
@@ -179,25 +216,39 @@ class ConsulSource:
         log.debug("consul source %s: %s", self.name, self.addr)
 
     def watch(self, dep: Dep) -> None:
-        if dep in self._watches:
+        if dep in self._watches or dep in self._kv_deps:
             return
         problem = _bad_dep(dep)
         if problem:
             self.sink.update(dep, Missing(problem))
             return
+        if dep.kind in KV_KINDS:
+            self._watch_kv(dep)
+            return
         w = self._watches[dep] = _Watch(dep)
-        if len(self._watches) == MAX_THREADS + 1:
-            log.warning("consul source %s: more than %d dependencies; the polls beyond that wait for a "
-                        "free thread", self.name, MAX_THREADS)
+        if len(self._watches) == MAX_THREADS:
+            log.warning("consul source %s: more than %d services watched; the polls beyond that wait for a "
+                        "free thread", self.name, MAX_THREADS - 1)
         w.task = asyncio.create_task(self._follow(w), name=f"consul:{dep}")
 
     def unwatch(self, dep: Dep) -> None:
+        if dep in self._kv_deps:
+            del self._kv_deps[dep]
+            if not self._kv_deps and self._kv:
+                # The prefix is not narrowed while other KV dependencies remain: the next
+                # widening recomputes it from those still watched.
+                self._stop(self._kv)
+                self._kv, self._kv_view = None, None
+            return
         w = self._watches.pop(dep, None)
         if w:
             self._stop(w)
 
     async def close(self) -> None:
         watches, self._watches = list(self._watches.values()), {}
+        if self._kv:
+            watches.append(self._kv)
+            self._kv, self._kv_deps = None, {}
         for w in watches:
             self._stop(w)
         await asyncio.gather(*(w.task for w in watches if w.task), return_exceptions=True)
@@ -206,7 +257,51 @@ class ConsulSource:
         if self._client:
             self._client.http.session.close()
 
-    # -- one dependency's loop ----------------------------------------------------------------
+    # -- the KV poll ----------------------------------------------------------------------------
+
+    def _watch_kv(self, dep: Dep) -> None:
+        self._kv_deps[dep] = _UNSET
+        w = self._kv
+        if w is not None and _need(dep).startswith(w.dep.path):
+            # Covered: known at once from the last answer, else with the poll's next answer.
+            if w.known and w not in self._failing and self._kv_view is not None:
+                self._deliver(dep, self._kv_view)
+            return
+        self._restart_kv(_common_prefix(_need(d) for d in self._kv_deps))
+
+    def _restart_kv(self, prefix: str) -> None:
+        """Poll `prefix` from now on. Watches arriving in one loop tick cost one request: the
+        task has not run yet when the next one widens it again. The first request is a plain
+        read of the current data, so no change made meanwhile is missed."""
+        old, w = self._kv, _Watch(Dep(self.name, "kv", prefix))
+        self._kv = w
+        if old is not None:
+            reason = self._failing.get(old)
+            self._stop(old)
+            if reason is not None:
+                self._failing[w] = reason  # still down: source_up comes with the first answer
+            log.debug("consul source %s: KV prefix %r → %r", self.name, old.dep.path, prefix)
+        w.task = asyncio.create_task(self._follow(w), name=f"consul:kv:{prefix}")
+
+    def _spread(self, view: _Snapshot | Missing) -> None:
+        """The KV poll's answer → each KV dependency's value, pushed where it changed."""
+        self._kv_view = view
+        if isinstance(view, _Snapshot) and len(view.keys) > LARGE_PREFIX and not self._kv_warned:
+            self._kv_warned = True
+            log.warning("consul source %s: the KV prefix %r holds %d keys, all read again on every change "
+                        "under it; keeping the watched keys under one folder would make it cheaper",
+                        self.name, self._kv.dep.path if self._kv else "", len(view.keys))
+        for dep in list(self._kv_deps):
+            self._deliver(dep, view)
+
+    def _deliver(self, dep: Dep, view: _Snapshot | Missing) -> None:
+        value = view if isinstance(view, Missing) else _derive(dep, view)
+        last = self._kv_deps[dep]
+        if last is _UNSET or last != value:
+            self._kv_deps[dep] = value
+            self.sink.update(dep, value)
+
+    # -- one poll's loop ---------------------------------------------------------------------
 
     async def _follow(self, w: _Watch) -> None:
         while True:
@@ -283,14 +378,20 @@ class ConsulSource:
             return
         if w.known and index == reply.sent:
             w.spins = w.spins + 1 if early else 0  # early with nothing new: a misbehaving server
+            if w is self._kv and _UNSET in self._kv_deps.values():
+                self._spread(reply.value)  # KV dependencies watched while Consul was down
             return
         log.debug("consul %s: index %d → %d", w.dep, reply.sent, index)
         w.index, w.spins = index, 0
         self._push(w, reply.value)
 
     def _push(self, w: _Watch, value: Any) -> None:
-        if not w.stopped:
-            w.known = True
+        if w.stopped:
+            return
+        w.known = True
+        if w is self._kv:
+            self._spread(value)
+        else:
             self.sink.update(w.dep, value)
 
     def _stop(self, w: _Watch) -> None:
@@ -418,13 +519,8 @@ def _read(client: Any, options: ConsulOptions, dep: Dep, index: int, wait: float
 def _query(client: Any, options: ConsulOptions, dep: Dep, index: int | None, wait: str | None,
            token: str | None) -> Any:
     dc = options.datacenter
-    if dep.kind == "key":
-        return client.kv.get(dep.path, index=index, wait=wait, token=token, dc=dc)
-    if dep.kind == "tree":
-        return client.kv.get(_prefix(dep.path), index=index, wait=wait, recurse=True, token=token, dc=dc)
-    if dep.kind == "ls":
-        return client.kv.get(_prefix(dep.path), index=index, wait=wait, keys=True, separator="/",
-                             token=token, dc=dc)
+    if dep.kind == "kv":  # the one KV poll: everything under the prefix
+        return client.kv.get(dep.path, index=index, wait=wait, recurse=True, token=token, dc=dc)
     if dep.kind == "services":
         return client.catalog.services(index=index, wait=wait, token=token, dc=dc)
     return _health(client, options, dep, index, wait, token)
@@ -451,26 +547,46 @@ def _health(client: Any, options: ConsulOptions, dep: Dep, index: int | None, wa
 
 
 def _value(dep: Dep, data: Any) -> Any:
-    """A reply's data → the plain str / dict / list templates get (or a Missing)."""
+    """A reply's data → the plain dict / list templates get, or the KV poll's snapshot (built
+    here, off the loop thread)."""
+    if dep.kind == "kv":
+        values = {entry["Key"]: entry.get("Value") for entry in data or []}
+        return _Snapshot(sorted(values), values)
+    if dep.kind == "services":
+        return {name: sorted(tags or []) for name, tags in sorted((data or {}).items())}
+    return sorted((_instance(e) for e in data or []), key=lambda i: (i["node"], i["id"]))
+
+
+def _derive(dep: Dep, view: _Snapshot) -> Any:
+    """A KV dependency's value from the KV poll's snapshot: the str / dict / list templates get
+    (or a Missing), exactly as a read of that key or prefix alone would give."""
     if dep.kind == "key":
-        return ABSENT if data is None else _text(data.get("Value"), dep.path)
+        return _text(view.values[dep.path], dep.path) if dep.path in view.values else ABSENT
+    prefix = _prefix(dep.path)
     if dep.kind == "tree":
-        prefix = _prefix(dep.path)
         tree = {}
-        for entry in data or []:
-            rel = entry["Key"][len(prefix):]
+        for key in view.under(prefix):
+            rel = key[len(prefix):]
             if rel and not rel.endswith("/"):  # "dir/" keys are folder markers, not values
-                text = _text(entry.get("Value"), entry["Key"])
+                text = _text(view.values[key], key)
                 if isinstance(text, Missing):
                     return text
                 tree[rel] = text
         return tree
-    if dep.kind == "ls":
-        prefix = _prefix(dep.path)
-        return sorted({k[len(prefix):].rstrip("/") for k in data or []} - {""})
-    if dep.kind == "services":
-        return {name: sorted(tags or []) for name, tags in sorted((data or {}).items())}
-    return sorted((_instance(e) for e in data or []), key=lambda i: (i["node"], i["id"]))
+    # ls: the immediate children, as `?keys&separator=/` lists them ("dir/" → "dir")
+    return sorted({key[len(prefix):].split("/", 1)[0] for key in view.under(prefix)} - {""})
+
+
+def _need(dep: Dep) -> str:
+    """What a KV dependency reads: a key, or every key under a folder."""
+    return dep.path if dep.kind == "key" else _prefix(dep.path)
+
+
+def _common_prefix(needs: Iterable[str]) -> str:
+    """The prefix for the KV poll: the longest one common to all, cut back to a "/" boundary
+    (so that the next key in the same folder does not widen it)."""
+    common = os.path.commonprefix(list(needs))
+    return common[:common.rfind("/") + 1]
 
 
 def _instance(entry: dict[str, Any]) -> dict[str, Any]:
