@@ -576,3 +576,40 @@ def load_options(tmp_path: Path, body: str) -> ConsulOptions:
     path = tmp_path / "opts.yaml"
     path.write_text(f"sources:\n  consul:\n    type: consul\n    {body}")
     return load(path).sources["consul"].options
+
+
+def test_the_kv_prefix_is_the_common_folder():
+    from confsync.sources.consul import _common_prefix, _need
+
+    def prefix(*deps: Dep) -> str:
+        return _common_prefix(_need(d) for d in deps)
+
+    assert prefix(dep("key", "apps/web/port")) == "apps/web/"
+    assert prefix(dep("key", "apps/web/port"), dep("tree", "apps/db")) == "apps/"
+    assert prefix(dep("key", "apps/web/port"), dep("key", "apps/webx/port")) == "apps/"  # a folder, not "apps/web"
+    assert prefix(dep("tree", "apps"), dep("ls", "apps")) == "apps/"
+    assert prefix(dep("key", "apps"), dep("tree", "apps")) == ""  # the key "apps" sits at the root
+    assert prefix(dep("key", "a"), dep("key", "b")) == prefix(dep("tree", "")) == ""
+
+
+async def test_a_denied_prefix_denies_every_kv_dependency_and_recovers(monkeypatch):
+    monkeypatch.delenv("CONSUL_HTTP_TOKEN", raising=False)
+    monkeypatch.delenv("CONSUL_HTTP_TOKEN_FILE", raising=False)
+    with consul_emulator(token=TOKEN) as emu:
+        put(emu, "app/a", "1", token=TOKEN)
+        put(emu, "app/d/b", "2", token=TOKEN)
+        sink = Sink()
+        source = ConsulSource("consul", ConsulOptions(address=emu.addr, wait=30), sink)
+        await source.start()
+        try:
+            deps = [dep("key", "app/a"), dep("tree", "app/d"), dep("ls", "app")]
+            for d in deps:
+                source.watch(d)
+            denied = Missing("permission denied (no ACL token configured)")
+            await sink.wait_for(lambda: len(sink.values) == 3)
+            assert all(sink.values[d] == denied for d in deps) and sink.status == []  # not "down"
+            monkeypatch.setenv("CONSUL_HTTP_TOKEN", TOKEN)  # a grant: picked up at the next retry (1–2 s)
+            await sink.wait_for(lambda: sink.values[dep("ls", "app")] == ["a", "d"])
+            assert sink.values[dep("key", "app/a")] == "1" and sink.values[dep("tree", "app/d")] == {"b": "2"}
+        finally:
+            await source.close()
