@@ -18,8 +18,7 @@ from bench.stats import median
 
 SIZES = (1, 100)
 # Client libraries a backend's process should not import unless that backend is configured.
-BACKEND_MODULES = {"files": "watchfiles", "etcd": "etcd", "zookeeper": "kazoo", "consul": "consul",
-                   "vault": "hvac"}
+BACKEND_MODULES = {"zookeeper": "kazoo", "consul": "consul", "vault": "hvac", "etcd": "etcd3"}
 
 
 def _timed(argv: list[str], runs: int) -> float:

@@ -3,7 +3,7 @@
 The embedded default: it needs no server, and it reads Kubernetes ConfigMap and Secret volumes, where
 each key is a symlink into `..data`, itself a symlink the kubelet swaps atomically to a new
 `..<timestamp>` directory. Entries whose names start with `..` are the kubelet's, never keys.
-Changes arrive through inotify (watchfiles), not polling.
+Changes arrive through inotify, read on the event loop (`inotify.py`), not polling.
 """
 
 from __future__ import annotations
@@ -16,13 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from confsync.config import RelPath
-from confsync.sources import ABSENT, Dep, Functions, Missing, Sink
+from confsync.sources import ABSENT, Dep, Functions, Missing, Sink, inotify
 
 log = logging.getLogger(__name__)
 
-# watchfiles groups events for `STEP_MS` before yielding them, and wakes that often while idle:
-# a small step is low latency, a large one low idle CPU.
-STEP_MS = 10
+# A file being written in place (IN_MODIFY without a close yet) is read this long after its last
+# write; a writer that closes it, or renames a finished file into place, is read at once.
+MODIFY_GRACE = 0.05
+# While the root is missing or cannot be watched, look again this often.
+RETRY = 1.0
 
 
 @dataclass(frozen=True)
@@ -42,13 +44,16 @@ class FilesSource:
         self.sink = sink
         self.deps: set[Dep] = set()
         self._unread: set[Dep] = set()
-        self._task: asyncio.Task[None] | None = None
+        self._tree: inotify.Tree | None = None
+        self._retry: asyncio.Task[None] | None = None
+        self._modified: set[str] = set()
+        self._modified_timer: asyncio.TimerHandle | None = None
         self._stop = asyncio.Event()
 
     async def start(self) -> None:
-        if not self.root.is_dir():
-            self.sink.source_status(self.name, False, f"root directory {self.root} does not exist")
-        self._task = asyncio.create_task(self._watch_tree(), name=f"files:{self.name}")
+        # Watching starts before any dependency is read, so no change can slip in between.
+        if not self._open():
+            self._retry = asyncio.create_task(self._reopen(), name=f"files:{self.name}")
 
     def watch(self, dep: Dep) -> None:
         self.deps.add(dep)
@@ -62,45 +67,100 @@ class FilesSource:
 
     async def close(self) -> None:
         self._stop.set()
-        if self._task:
-            await self._task
+        if self._retry:
+            await self._retry
+        if self._modified_timer:
+            self._modified_timer.cancel()
+        self._drop_tree()
 
     def _read_unread(self) -> None:
         deps, self._unread = self._unread, set()
         for dep in deps:
             self.sink.update(dep, read(self.root, dep))
 
-    async def _watch_tree(self) -> None:
-        import watchfiles
+    # -- watching -----------------------------------------------------------------------------
 
+    def _open(self) -> bool:
+        if not self.root.is_dir():
+            self.sink.source_status(self.name, False, f"root directory {self.root} does not exist")
+            return False
+        try:
+            self._tree = inotify.Tree(str(self.root))
+        except OSError as exc:
+            self.sink.source_status(self.name, False, f"cannot watch {self.root}: {exc.strerror or exc}")
+            return False
+        asyncio.get_running_loop().add_reader(self._tree.fd, self._on_events)
+        return True
+
+    def _drop_tree(self) -> None:
+        if self._tree:
+            asyncio.get_running_loop().remove_reader(self._tree.fd)
+            self._tree.close()
+            self._tree = None
+
+    async def _reopen(self) -> None:
+        """Until the root can be watched again; then everything is read afresh."""
         while not self._stop.is_set():
             try:
-                async for changes in watchfiles.awatch(
-                    self.root, stop_event=self._stop, watch_filter=None, step=STEP_MS, debounce=1000,
-                    recursive=True, ignore_permission_denied=True,
-                ):
-                    self._changed({Path(p) for _, p in changes})
-            except (FileNotFoundError, OSError) as exc:
-                # The root vanished or cannot be watched: say so, and look again shortly.
-                self.sink.source_status(self.name, False, f"cannot watch {self.root}: {exc}")
-                try:
-                    await asyncio.wait_for(self._stop.wait(), timeout=1.0)
-                except TimeoutError:
-                    pass
-                else:
-                    return
-            if not self._stop.is_set():
+                await asyncio.wait_for(self._stop.wait(), timeout=RETRY)
+            except TimeoutError:
+                pass
+            else:
+                return
+            if self._open():
                 self.sink.source_status(self.name, True)
                 self._unread |= self.deps
                 self._read_unread()
+                return
 
-    def _changed(self, paths: set[Path]) -> None:
+    def _lose(self, reason: str) -> None:
+        self._drop_tree()
+        self.sink.source_status(self.name, False, reason)
+        if not self._stop.is_set() and (self._retry is None or self._retry.done()):
+            self._retry = asyncio.create_task(self._reopen(), name=f"files:{self.name}")
+
+    def _on_events(self) -> None:
+        assert self._tree
+        try:
+            events = self._tree.read()
+        except OSError as exc:  # out of inotify watches (ENOSPC), most likely
+            self._lose(f"cannot watch {self.root}: {exc.strerror or exc}")
+            return
+        if events is None:  # the kernel dropped events: start over, reading everything
+            self._drop_tree()
+            if self._open():
+                self._changed(None)
+            else:
+                self._lose(f"cannot watch {self.root}")
+            return
+        changed = []
+        for event in events:
+            if event.mask & inotify.IN_MODIFY:
+                self._modified.add(event.path)  # still being written: wait for the close, or a pause
+            elif event.mask & inotify.IN_CREATE and not event.mask & inotify.IN_ISDIR and \
+                    not os.path.islink(self.root / event.path):
+                pass  # a new file is empty until its writer closes it (IN_CLOSE_WRITE follows)
+            else:
+                self._modified.discard(event.path)
+                changed.append(event.path)
+        if changed:
+            self._changed(changed)
+        if self._modified:
+            if self._modified_timer:
+                self._modified_timer.cancel()
+            self._modified_timer = asyncio.get_running_loop().call_later(MODIFY_GRACE, self._flush_modified)
+        if self._tree.lost:
+            self._lose(f"root directory {self.root} was removed")
+
+    def _flush_modified(self) -> None:
+        self._modified_timer = None
+        paths, self._modified = list(self._modified), set()
+        self._changed(paths)
+
+    def _changed(self, paths: list[str] | None) -> None:
+        """Re-read the dependencies these paths (relative to the root; None: any) may affect."""
         rels: list[str] | None = []
-        for path in paths:
-            try:
-                rel = path.relative_to(self.root).as_posix()
-            except ValueError:
-                rel = ""
+        for rel in paths or [""]:
             if rel in ("", ".") or any(part.startswith("..") for part in rel.split("/")):
                 rels = None  # a kubelet swap of `..data` (or the root itself): anything may have moved
                 break
