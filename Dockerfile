@@ -1,17 +1,33 @@
+# syntax=docker/dockerfile:1
 # confsync: a small image that runs as a non-root user. Probes belong to Kubernetes: no HEALTHCHECK.
-# Build stage: wheels for confsync and its dependencies (the compiler stays here).
+# Build: docker build -t confsync:0.1.0 .   Lint: hadolint Dockerfile (tests/test_dockerfile.py runs it).
+# Size, an estimate (no container engine where this was written, so never built there): the base
+# python:3.11-slim-bookworm, about 130 MB unpacked / 45 MB compressed for linux/amd64 as published,
+# plus the virtualenv below, measured at 46 MB on disk / 13 MB gzipped: about 175 MB unpacked,
+# 60 MB to pull. `docker image ls` after a build gives the real figure.
+
+# Build stage: confsync and its dependencies installed into a virtualenv. Every dependency ships
+# manylinux wheels, so nothing is compiled; were one to need it, the compiler would stay here.
 FROM python:3.11-slim-bookworm AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY confsync ./confsync
-RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[all]"
+# A virtualenv without pip of its own, filled by the base image's pip: the final stage copies the
+# directory as is (same base image, same path, so its interpreter link and scripts stay valid).
+# DL3013 (pin versions) is ignored on purpose: "." is this checkout, and the versions of its
+# dependencies are the ranges in pyproject.toml; the project keeps no lock file (yet).
+# hadolint ignore=DL3013
+RUN python -m venv --without-pip /opt/confsync \
+    && pip --python=/opt/confsync/bin/python install --no-cache-dir --disable-pip-version-check ".[all]"
 
-# Final stage: the wheels installed into a clean slim Python, nothing else.
+# Final stage: a clean slim Python and the virtualenv, nothing else.
 FROM python:3.11-slim-bookworm
-RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    pip install --no-cache-dir --no-index --find-links=/wheels "confsync[all]" \
-    && useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin confsync
+COPY --from=build /opt/confsync /opt/confsync
+RUN useradd --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin confsync
+# Numeric, so Kubernetes' runAsNonRoot can verify it. Pods that signal their app by process name
+# override it with the app's UID (securityContext.runAsUser): see docs/kubernetes.md.
 USER 10001:10001
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+# Bytecode was compiled at install time; a read-only root filesystem could not take new .pyc files.
+ENV PATH=/opt/confsync/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 ENTRYPOINT ["confsync"]
 CMD ["run", "--config", "/etc/confsync/confsync.yaml"]

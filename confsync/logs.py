@@ -10,7 +10,7 @@ import logging
 import sys
 import time
 
-_FIELDS = ("event", "template", "source", "key", "reloader")
+_FIELDS = ("event", "template", "source", "key", "reloader", "reason")
 
 
 class JsonFormatter(logging.Formatter):

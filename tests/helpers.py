@@ -107,8 +107,8 @@ _SIGNAL_APP = textwrap.dedent("""
 class SignalApp:
     """A real child process that reports every SIGHUP it receives on its stdout."""
 
-    def __init__(self, pid_file: Path) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-c", _SIGNAL_APP, str(pid_file)],
+    def __init__(self, pid_file: Path, executable: str = sys.executable) -> None:
+        self.proc = subprocess.Popen([executable, "-c", _SIGNAL_APP, str(pid_file)],
                                      stdout=subprocess.PIPE, text=True)
         self.signals: queue.Queue[str] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()

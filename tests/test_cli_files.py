@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import queue
+import sys
 
 import pytest
 
-from tests.helpers import Daemon, confsync
+from tests.helpers import Daemon, SignalApp, confsync
 
 TEMPLATE = 'host={{ kv.key("db/host") }}\nport={{ kv.key("db/port", default="5432") }}\n'
 
@@ -118,6 +120,24 @@ def test_run_renders_changes_and_reloads_by_signal(project, tmp_path, signal_app
         with pytest.raises(queue.Empty):
             signal_app.signals.get_nowait()
     assert daemon.proc.returncode == 0
+
+
+def test_run_signals_processes_found_by_name(project, tmp_path):
+    exe = tmp_path / "fakeapp-x1"  # the command name the kernel reports is the executable's
+    os.symlink(os.path.realpath(sys.executable), exe)
+    apps = [SignalApp(tmp_path / f"app{i}.pid", str(exe)) for i in range(2)]
+    try:
+        cfg = project(config(reload="    reload: app\n", reloaders="reloaders:\n  app: {process: fakeapp-x1}\n"),
+                      {"app.conf.j2": TEMPLATE}, {"db/host": "db1"})
+        assert confsync("once", "-c", str(cfg)).returncode == 0
+        assert [app.wait_signal() for app in apps] == ["HUP", "HUP"]
+        (tmp_path / "data/db/host").write_text("db2")
+        cfg.write_text(cfg.read_text().replace("fakeapp-x1", "no-such-app"))
+        result = confsync("once", "-c", str(cfg))
+        assert result.returncode == 1 and "no process named 'no-such-app'" in result.stderr
+    finally:
+        for app in apps:
+            app.stop()
 
 
 def test_run_reloads_over_http_once_for_several_templates(project, tmp_path, reload_server):

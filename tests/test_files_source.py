@@ -11,7 +11,7 @@ from pathlib import Path
 
 from confsync.sources import ABSENT, Dep, Missing
 from confsync.sources.files import read
-from tests.helpers import Daemon
+from tests.helpers import Daemon, wait_until
 
 
 def configmap(volume: Path, values: dict[str, str], stamp: str) -> None:
@@ -115,3 +115,20 @@ templates:
             out, _ = reader.communicate(timeout=20)
     reads, bad = map(int, out.split())
     assert reads > 150 and bad == 0
+
+
+def test_a_root_created_after_start_is_picked_up(project, tmp_path):
+    cfg = project("""
+sources:
+  late: {type: files, root: ./late}
+templates:
+  - {source: t.j2, destination: out/app.conf}
+""", {"t.j2": "{{ late.key('v') }}"})
+    with Daemon("-c", str(cfg)) as daemon:
+        daemon.wait_event("source_down", source="late")
+        (tmp_path / "late.tmp").mkdir()
+        (tmp_path / "late.tmp/v").write_text("here")
+        (tmp_path / "late.tmp").rename(tmp_path / "late")
+        daemon.wait_event("written")  # the first read may already see it, before the watcher does
+        assert (tmp_path / "out/app.conf").read_text() == "here"
+        wait_until(lambda: '"source_up"' in daemon.log(), what="the source to be reported up")

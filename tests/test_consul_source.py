@@ -1,0 +1,461 @@
+"""The `consul` source, against the in-process Consul emulator (tests/consul_emulator.py).
+
+End to end through the real CLI for what a user sees (files, reloads, exit codes, logs), and
+in-process against the source itself for the client's behaviour (requests made, threads, timings).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from confsync.config import load
+from confsync.errors import ConfigError
+from confsync.sources import ABSENT, Dep, Missing
+from confsync.sources.consul import ConsulOptions, ConsulSource, parse_address
+from tests.consul_emulator import ConsulEmulator, consul_emulator
+from tests.helpers import Daemon, confsync, wait_until
+
+pytestmark = pytest.mark.consul
+
+TOKEN = "s3cret-acl-token-value"
+NO_ENV = {"CONSUL_HTTP_TOKEN": "", "CONSUL_HTTP_ADDR": "", "CONSUL_HTTP_TOKEN_FILE": ""}
+
+
+@pytest.fixture
+def emu() -> Iterator[ConsulEmulator]:
+    with consul_emulator() as emulator:
+        yield emulator
+
+
+def put(emu: ConsulEmulator, key: str, value: str, token: str | None = None) -> None:
+    """A KV write; lone surrogates in `value` stand for raw bytes (not UTF-8)."""
+    headers = {"X-Consul-Token": token} if token else {}
+    body = value.encode("utf-8", "surrogateescape")
+    assert httpx.put(f"{emu.addr}/v1/kv/{key}", content=body, headers=headers).json() is True
+
+
+def register(emu: ConsulEmulator, node: str, address: str, sid: str, port: int, tags: list[str],
+             status: str = "passing", service_address: str = "") -> None:
+    body = {"Node": node, "Address": address,
+            "Service": {"ID": sid, "Service": "web", "Tags": tags, "Port": port, "Address": service_address,
+                        "Meta": {"zone": "a"}},
+            "Check": {"CheckID": f"check-{sid}", "Name": "http", "Status": status, "ServiceID": sid}}
+    assert httpx.put(f"{emu.addr}/v1/catalog/register", json=body).status_code == 200
+
+
+def config(emu: ConsulEmulator, templates: dict[str, str], source: str = "", reloaders: str = "",
+           extra: str = "") -> str:
+    lines = [f"sources:\n  consul:\n    type: consul\n    address: {emu.addr}\n    wait: 1s\n{source}",
+             "templates:"]
+    for name in templates:
+        lines.append(f"  - {{source: {name}, destination: out/{name.removesuffix('.j2')}{extra}}}")
+    return "\n".join(lines) + "\n" + reloaders
+
+
+# -- end to end ----------------------------------------------------------------------------------
+
+
+def test_kv_change_is_written_and_reloads_the_app(project, tmp_path, emu, signal_app):
+    put(emu, "app/db/host", "db1")
+    put(emu, "app/db/port", "5432")
+    put(emu, "app/feature/x", "on")
+    template = ("host={{ consul.key('app/db/host') }}\nport={{ consul.key('/app/db/port/') }}\n"
+                "user={{ consul.key('app/db/user', default='app') }}\n"
+                "{% for k, v in consul.tree('app/feature') | dictsort %}{{ k }}={{ v }}\n{% endfor %}"
+                "dirs={{ consul.ls('app') | join(',') }}\n")
+    cfg = project(config(emu, {"app.conf.j2": template}, extra=", reload: app",
+                         reloaders="reloaders:\n  app: {pid_file: app.pid}\n"), {"app.conf.j2": template})
+    out = tmp_path / "out/app.conf"
+    with Daemon("-c", str(cfg), **NO_ENV) as daemon:
+        daemon.wait_event("reloaded", reloader="app")
+        assert signal_app.wait_signal() == "HUP"
+        assert out.read_text() == "host=db1\nport=5432\nuser=app\nx=on\ndirs=db,feature\n"
+        put(emu, "app/db/host", "db2")
+        assert daemon.wait_event("written")["changed"] == ["consul.key('app/db/host')"]
+        daemon.wait_event("reloaded", reloader="app")
+        assert signal_app.wait_signal() == "HUP"
+        assert out.read_text().startswith("host=db2\n")
+        put(emu, "app/feature/y", "off")
+        daemon.wait_event("written")
+        assert "x=on\ny=off\n" in out.read_text()
+    assert daemon.proc.returncode == 0
+
+
+def test_services_health_and_tag_filters(project, tmp_path, emu):
+    template = ("{% for s in consul.service('web') %}up {{ s.node }} {{ s.address }}:{{ s.port }}"
+                " {{ s.meta.zone }}\n{% endfor %}"
+                "{% for s in consul.service('web', tag='canary', passing=False) %}canary {{ s.id }}\n{% endfor %}"
+                "services={{ consul.services() | dictsort | map('first') | join(',') }}\n")
+    cfg = project(config(emu, {"up.conf.j2": template}), {"up.conf.j2": template})
+    out = tmp_path / "out/up.conf"
+    register(emu, "n1", "10.0.0.1", "web1", 80, ["stable"])
+    with Daemon("-c", str(cfg), **NO_ENV) as daemon:
+        daemon.wait_event("written")
+        assert out.read_text() == "up n1 10.0.0.1:80 a\nservices=consul,web\n"
+        # Each change reaches several polls (the two service() calls, services()), which may
+        # answer in separate renders: wait for the file to settle on the expected text.
+        def settles_on(text: str) -> None:
+            wait_until(lambda: out.read_text() == text, what=f"{out} to read {text!r}; log:\n{daemon.log()}")
+
+        # A second instance, with its own service address (preferred over the node's).
+        register(emu, "n2", "10.0.0.2", "web2", 81, ["canary"], service_address="10.9.9.9")
+        settles_on("up n1 10.0.0.1:80 a\nup n2 10.9.9.9:81 a\ncanary web2\nservices=consul,web\n")
+        # Its check fails: gone from the passing list, still there when passing=False.
+        register(emu, "n2", "10.0.0.2", "web2", 81, ["canary"], status="critical", service_address="10.9.9.9")
+        settles_on("up n1 10.0.0.1:80 a\ncanary web2\nservices=consul,web\n")
+        # Deregistration.
+        httpx.put(f"{emu.addr}/v1/catalog/deregister", json={"Node": "n1"})
+        settles_on("canary web2\nservices=consul,web\n")
+
+
+def test_one_blocking_query_per_distinct_dependency(project, tmp_path, emu):
+    put(emu, "shared/v", "1")
+    templates = {f"t{i}.j2": "{{ consul.key('shared/v') }}-{{ consul.tree('shared') | length }}" for i in range(8)}
+    cfg = project(config(emu, templates), templates)
+    emu.reset_counters()
+    with Daemon("-c", str(cfg), **NO_ENV) as daemon:
+        for _ in templates:
+            daemon.wait_event("written")
+        assert emu.wait_for_blocked(2)
+        assert emu.blocked_queries == 2  # key('shared/v') and tree('shared'): 2 polls, not 16
+        key_requests, tree_requests = emu.request_count["/v1/kv/shared/v"], emu.request_count["/v1/kv/shared/"]
+        assert key_requests <= 3 and tree_requests <= 3  # first read, a blocking query, maybe a timeout
+        put(emu, "shared/v", "2")
+        for _ in templates:
+            daemon.wait_event("written")
+        assert all((tmp_path / f"out/t{i}").read_text() == "2-1" for i in range(8))
+        assert emu.request_count["/v1/kv/shared/v"] - key_requests <= 4  # our PUT, the reply, a new poll
+
+
+def test_unchanged_data_renders_nothing_and_idle_costs_only_long_polls(project, tmp_path, emu):
+    put(emu, "a", "A")
+    put(emu, "b", "B")
+    templates = {"a.j2": "{{ consul.key('a') }}", "b.j2": "{{ consul.key('b') }}"}
+    cfg = project(config(emu, templates), templates)
+    with Daemon("-c", str(cfg), **NO_ENV) as daemon:
+        daemon.wait_event("written")
+        daemon.wait_event("written")
+        assert emu.wait_for_blocked(2)
+        # Same value again: the index moves, the data does not. An unrelated key: a's index moves.
+        before = emu.requests_to("/v1/kv/a")
+        put(emu, "a", "A")
+        put(emu, "unrelated", "x")
+        wait_until(lambda: emu.requests_to("/v1/kv/a") >= before + 1 and emu.blocked_queries == 2,
+                   what="the poll of a to be parked again")
+        # Idle: over 3 s with `wait: 1s`, each poll comes back ~3 times with the same index.
+        emu.reset_counters()
+        time.sleep(3)
+        idle = dict(emu.request_count)
+        put(emu, "b", "B2")  # a sentinel: the next write must be b's
+        assert daemon.wait_event("written")["template"].endswith("out/b")
+    assert sum(idle.values()) <= 10 and set(idle) <= {"/v1/kv/a", "/v1/kv/b"}, idle
+    written = [json.loads(line)["template"] for line in daemon.lines if '"event": "written"' in line]
+    assert sorted(Path(t).name for t in written) == ["a", "b", "b"], daemon.log()
+
+
+def test_consul_restart_keeps_the_file_then_renders_new_changes(project, tmp_path, emu):
+    put(emu, "v", "1")
+    templates = {"v.j2": "v={{ consul.key('v') }}"}
+    cfg = project(config(emu, templates), templates)
+    out = tmp_path / "out/v"
+    with Daemon("-c", str(cfg), **NO_ENV) as daemon:
+        daemon.wait_event("written")
+        emu.wait_for_blocked(1)
+        emu.stop()
+        down = daemon.wait_event("source_down", source="consul")
+        assert "cannot reach Consul" in down["message"]
+        assert out.read_text() == "v=1"
+        emu.start()
+        put(emu, "v", "2")
+        daemon.wait_event("source_up", source="consul")
+        daemon.wait_event("written")
+        assert out.read_text() == "v=2"
+
+
+def test_index_going_backwards_restarts_and_missing_key_keeps_the_file(project, tmp_path, emu):
+    put(emu, "x/y", "1")
+    templates = {"v.j2": "v={{ consul.key('x/y') }}"}
+    cfg = project(config(emu, templates), templates)
+    out = tmp_path / "out/v"
+    with Daemon("-c", str(cfg), **NO_ENV) as daemon:
+        daemon.wait_event("written")
+        for i in range(2, 6):
+            put(emu, "other", str(i))  # move the index well past 1
+        emu.reset()  # Consul lost its data: the index goes backwards, the key is gone
+        daemon.wait_event("consul_index_reset")
+        daemon.wait_event("waiting")
+        assert out.read_text() == "v=1"  # no garbage: the template waits for its key
+        put(emu, "x/y", "fresh")
+        daemon.wait_event("written")
+        assert out.read_text() == "v=fresh"
+
+
+def test_failing_consul_is_backed_off_then_recovers(project, tmp_path, emu):
+    put(emu, "v", "1")
+    templates = {"v.j2": "{{ consul.key('v') }}"}
+    cfg = project(config(emu, templates), templates)
+    with Daemon("-c", str(cfg), **NO_ENV) as daemon:
+        daemon.wait_event("written")
+        emu.fail_with = 500
+        daemon.wait_event("source_down", source="consul")
+        emu.reset_counters()
+        time.sleep(4)  # a window to count requests in
+        during = emu.requests_total
+        emu.fail_with = None
+        daemon.wait_event("source_up", source="consul", timeout=40)
+        put(emu, "v", "2")
+        daemon.wait_event("written")
+    # Without back-off the 100 ms rate limit alone would allow ~40; exponential back-off: a handful.
+    assert 1 <= during <= 8, during
+    assert (tmp_path / "out/v").read_text() == "2"
+    down = [json.loads(line) for line in daemon.lines if '"source_down"' in line]
+    assert len(down) == 1 and "Consul answered 500" in down[0]["message"]
+
+
+def test_init_names_the_missing_key_and_exits_3(project, tmp_path, emu):
+    put(emu, "present", "yes")
+    templates = {"v.j2": "{{ consul.key('present') }} {{ consul.key('absent/key') }}"}
+    cfg = project(config(emu, templates), templates)
+    result = confsync("init", "-c", str(cfg), "--timeout", "1s", **NO_ENV)
+    assert result.returncode == 3, result.stderr
+    assert "consul.key('absent/key') does not exist" in result.stderr
+    assert not (tmp_path / "out/v").exists()
+
+
+def test_acl_token_from_file_env_and_rotation(project, tmp_path):
+    with consul_emulator(token=TOKEN) as emu:
+        put(emu, "secret/v", "1", token=TOKEN)
+        templates = {"v.j2": "{{ consul.key('secret/v') }}"}
+        token_file = tmp_path / "token"
+        cfg = project(config(emu, templates, source="    token_file: token\n"), templates)
+        out = tmp_path / "out/v"
+
+        # No token: ACL denial is per key (a Missing), the daemon is not "down".
+        no_token = project(config(emu, templates), templates, name="plain.yaml")
+        result = confsync("init", "-c", str(no_token), "--timeout", "1s", **NO_ENV)
+        assert result.returncode == 3
+        assert "consul.key('secret/v') permission denied (no ACL token configured)" in result.stderr
+
+        # The token from CONSUL_HTTP_TOKEN.
+        result = confsync("once", "-c", str(no_token), **{**NO_ENV, "CONSUL_HTTP_TOKEN": TOKEN})
+        assert result.returncode == 0, result.stderr
+        assert out.read_text() == "1"
+
+        # A wrong token in the file: Consul does not know it, the source is down; a rotated
+        # (rewritten) file is picked up without a restart.
+        token_file.write_text("wrong-token\n")
+        with Daemon("-c", str(cfg), **NO_ENV) as daemon:
+            down = daemon.wait_event("source_down", source="consul")
+            assert "ACL not found" in down["message"]
+            put(emu, "secret/v", "2", token=TOKEN)
+            token_file.write_text(TOKEN + "\n")
+            daemon.wait_event("source_up", source="consul", timeout=40)
+            daemon.wait_event("written")
+            assert out.read_text() == "2"
+        assert TOKEN not in daemon.log() and TOKEN not in result.stderr
+
+
+def test_once_with_100_templates_is_quick_and_reads_concurrently(project, tmp_path, emu):
+    templates = {}
+    for i in range(100):
+        put(emu, f"many/k{i}", str(i))
+        templates[f"t{i}.j2"] = f"{{{{ consul.key('many/k{i}') }}}}"
+    cfg = project(config(emu, templates).replace("wait: 1s", "wait: 1m"), templates)
+    emu.delay = 0.05  # every read takes 50 ms: one after another, 100 reads would take 5 s
+    emu.reset_counters()
+    started = time.monotonic()
+    result = confsync("once", "-c", str(cfg), **NO_ENV)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    assert all((tmp_path / f"out/t{i}").read_text() == str(i) for i in range(100))
+    assert emu.requests_to("/v1/kv/many/") <= 200  # a first read each, perhaps one blocking query
+    assert elapsed < 4, elapsed
+
+
+def test_stop_does_not_wait_for_parked_long_polls(project, tmp_path, emu):
+    put(emu, "v", "1")
+    templates = {f"t{i}.j2": f"{{{{ consul.key('v') }}}}{{{{ consul.key('k{i}', default='') }}}}" for i in range(5)}
+    cfg = project(config(emu, templates).replace("wait: 1s", "wait: 5m"), templates)
+    with Daemon("-c", str(cfg), **NO_ENV) as daemon:
+        for _ in templates:
+            daemon.wait_event("written")
+        assert emu.wait_for_blocked(6)
+        started = time.monotonic()
+        assert daemon.stop() == 0
+        took = time.monotonic() - started
+    assert took < 2, took
+
+
+def test_config_errors_name_the_field(project, emu):
+    templates = {"v.j2": "x"}
+    bad_wait = project(config(emu, templates).replace("wait: 1s", "wait: 11m"), templates)
+    result = confsync("check", "-c", str(bad_wait))
+    assert result.returncode == 2 and "sources.consul" in result.stderr and "10m" in result.stderr
+    bad = project(config(emu, templates, source="    consistency: fast\n"), templates, name="c2.yaml")
+    result = confsync("check", "-c", str(bad))
+    assert result.returncode == 2 and "sources.consul.consistency" in result.stderr
+    with pytest.raises(ConfigError, match="address"):
+        load(project("sources:\n  c: {type: consul, address: 'unix:///run/consul.sock'}\n", name="c3.yaml"))
+
+
+# -- the source in process -------------------------------------------------------------------------
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.values: dict[Dep, Any] = {}
+        self.updates: list[tuple[Dep, Any]] = []
+        self.status: list[tuple[bool, str]] = []
+        self.changed = asyncio.Event()
+
+    def update(self, dep: Dep, value: Any) -> None:
+        self.values[dep] = value
+        self.updates.append((dep, value))
+        self.changed.set()
+
+    def source_status(self, source: str, up: bool, reason: str = "") -> None:
+        self.status.append((up, reason))
+
+    async def wait_for(self, predicate: Any, timeout: float = 10) -> None:
+        async def loop() -> None:
+            while not predicate():
+                self.changed.clear()
+                await self.changed.wait()
+        await asyncio.wait_for(loop(), timeout)
+
+
+def dep(kind: str, path: str, **params: Any) -> Dep:
+    return Dep("consul", kind, path, tuple(sorted(params.items())))
+
+
+async def test_values_are_plain_and_unwatch_frees_the_thread(emu):
+    put(emu, "t/a", "1")
+    put(emu, "t/d/b", "2")
+    put(emu, "t/d/", "")  # a folder marker: not a value
+    put(emu, "t/empty", "")
+    put(emu, "t/bin", "\udcff")
+    sink = Sink()
+    source = ConsulSource("consul", ConsulOptions(address=emu.addr, wait=30), sink)
+    await source.start()
+    deps = [dep("key", "t/a"), dep("key", "t/empty"), dep("key", "nope"), dep("key", "t/bin"), dep("ls", "t"),
+            dep("tree", "t/d"), dep("tree", "nothing"), dep("ls", "nothing"), dep("key", "")]
+    for d in deps:
+        source.watch(d)
+    await sink.wait_for(lambda: len(sink.values) == len(deps))
+    assert sink.values[dep("key", "t/a")] == "1"
+    assert sink.values[dep("key", "t/empty")] == ""
+    assert sink.values[dep("key", "nope")] is ABSENT
+    assert isinstance(sink.values[dep("key", "t/bin")], Missing)
+    assert sink.values[dep("ls", "t")] == ["a", "bin", "d", "empty"]
+    assert sink.values[dep("tree", "t/d")] == {"b": "2"}
+    assert sink.values[dep("tree", "nothing")] == {} and sink.values[dep("ls", "nothing")] == []
+    assert sink.values[dep("key", "")] == Missing("key() needs a name")
+    assert await asyncio.to_thread(emu.wait_for_blocked, len(deps) - 1)
+    # unwatch: the parked poll's socket is shut, its thread is free at once; no request follows.
+    source.unwatch(dep("key", "t/a"))
+    await asyncio.sleep(0)
+    count = emu.requests_to("/v1/kv/t/a")
+    await poll(lambda: len(source._busy) == len(deps) - 2, timeout=2)
+    ls_requests = emu.requests_to("/v1/kv/t/")
+    put(emu, "t/a", "changed")
+    await poll(lambda: emu.requests_to("/v1/kv/t/") > ls_requests)  # ls('t') saw it and re-polled
+    started = time.monotonic()
+    await source.close()
+    assert time.monotonic() - started < 1
+    assert emu.requests_to("/v1/kv/t/a") == count + 1  # our PUT; no read since unwatch
+    assert sink.values[dep("key", "t/a")] == "1"
+    await poll(lambda: not [t for t in threading.enumerate() if t.name.startswith("consul-consul")])
+
+
+async def poll(predicate: Any, timeout: float = 10) -> None:
+    """For conditions no event announces (the emulator's counters, threads ending)."""
+    end = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < end, "timed out"
+        await asyncio.sleep(0.01)
+
+
+class _SpinningConsul(ThreadingHTTPServer):
+    """A broken Consul: answers every read at once with the same index (0), never blocking."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(handler) -> None:
+                self.requests += 1
+                body = json.dumps([{"Key": "k", "Value": "dg==", "ModifyIndex": 0}]).encode()
+                handler.send_response(200)
+                handler.send_header("X-Consul-Index", "0")
+                handler.send_header("Content-Length", str(len(body)))
+                handler.end_headers()
+                handler.wfile.write(body)
+
+            def log_message(handler, *args: Any) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+async def test_a_server_that_never_blocks_cannot_make_us_spin():
+    server = _SpinningConsul()
+    sink = Sink()
+    source = ConsulSource("consul", ConsulOptions(address=f"127.0.0.1:{server.server_address[1]}", wait=60), sink)
+    await source.start()
+    source.watch(dep("key", "k"))
+    await asyncio.sleep(3)
+    await source.close()
+    server.shutdown()
+    server.server_close()
+    assert sink.values == {dep("key", "k"): "v"}
+    # 100 ms between requests at least, doubling while nothing changes: ~7 in 3 s, not thousands.
+    assert 3 <= server.requests <= 10, server.requests
+
+
+def test_addresses_and_environment(monkeypatch):
+    assert parse_address("10.0.0.1:8500") == ("http", "10.0.0.1", 8500)
+    assert parse_address("https://consul.example") == ("https", "consul.example", 8501)
+    monkeypatch.setenv("CONSUL_HTTP_SSL", "true")
+    assert parse_address("consul:8501") == ("https", "consul", 8501)
+    with pytest.raises(ValueError):
+        parse_address("http://host:port")
+    monkeypatch.setenv("CONSUL_HTTP_ADDR", "http://10.1.2.3:9500")
+    assert ConsulSource("c", ConsulOptions(), Sink()).addr == "http://10.1.2.3:9500"
+    monkeypatch.setenv("CONSUL_HTTP_ADDR", "unix:///x")
+    with pytest.raises(ConfigError, match="CONSUL_HTTP_ADDR"):
+        ConsulSource("c", ConsulOptions(), Sink())
+
+
+async def test_tls_options_reach_the_client(tmp_path, monkeypatch):
+    monkeypatch.delenv("CONSUL_CACERT", raising=False)
+    ca, cert, key = tmp_path / "ca.pem", tmp_path / "c.pem", tmp_path / "k.pem"
+    options = load_options(tmp_path, "address: https://127.0.0.1:1\n    tls: {ca_file: ca.pem, cert_file: c.pem, "
+                                     "key_file: k.pem}\n    datacenter: dc1\n    consistency: stale\n")
+    source = ConsulSource("consul", options, Sink())
+    await source.start()
+    http = source._client.http
+    assert (http.base_uri, http.verify, http.cert) == ("https://127.0.0.1:1", str(ca), (str(cert), str(key)))
+    assert (source._client.dc, source._client.consistency) == ("dc1", "stale")
+    await source.close()
+    monkeypatch.setenv("CONSUL_HTTP_SSL_VERIFY", "false")
+    source = ConsulSource("consul", load_options(tmp_path, "address: https://127.0.0.1:1\n"), Sink())
+    await source.start()
+    assert source._client.http.verify is False
+    await source.close()
+
+
+def load_options(tmp_path: Path, body: str) -> ConsulOptions:
+    path = tmp_path / "opts.yaml"
+    path.write_text(f"sources:\n  consul:\n    type: consul\n    {body}")
+    return load(path).sources["consul"].options
