@@ -15,7 +15,7 @@ def main() -> None:
     print(f"port {emulator.port}", flush=True)
     for line in sys.stdin:
         if line.strip() == "count":
-            print(emulator.requests_total(), flush=True)
+            print(emulator.requests_total, flush=True)
     emulator.stop()
 
 

@@ -94,6 +94,7 @@ POLL_INTERVAL = 1.0  # for a source that polls (Vault): its interval in this fig
 
 
 def measure(backend: Backend, workdir: Path, writes: int, spacing: float) -> dict[str, Any]:
+    spacing = max(spacing, backend.spacing)
     if backend.notifies:
         return _measure(backend, workdir, writes, spacing, 1.0)
     default, backend.interval = backend.interval, POLL_INTERVAL

@@ -31,7 +31,7 @@ def measure(backend: Backend, workdir: Path, window: float, settle: float,
     if backend.requests() is None:
         return None
     baseline = _rate(backend, window)
-    result: dict[str, Any] = {"window_s": window, "baseline_rps": round(baseline, 3)}
+    result: dict[str, Any] = {"window_s": window, "counter": backend.counter, "baseline_rps": round(baseline, 3)}
     for count in counts:
         daemons: list[Confsync] = []
         values: dict[str, str] = {}
