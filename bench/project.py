@@ -120,11 +120,12 @@ class Confsync:
         self.log.close()
 
 
-def run_once(project: Project, command: str = "once", timeout: float = 120.0) -> float:
+def run_once(project: Project, command: str = "once", timeout: float = 120.0, **extra: str) -> float:
     """Wall time of one `confsync once|init` process (from fork to exit), in seconds."""
     start = time.monotonic()
     result = subprocess.run([PYTHON, "-m", "confsync", command, "-c", str(project.config)],
-                            cwd=project.directory, env=env(), capture_output=True, text=True, timeout=timeout)
+                            cwd=project.directory, env={**env(), **extra}, capture_output=True, text=True,
+                            timeout=timeout)
     elapsed = time.monotonic() - start
     if result.returncode != 0:
         raise RuntimeError(f"confsync {command} exited {result.returncode}: {result.stderr[-2000:]}")
