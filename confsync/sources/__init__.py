@@ -102,9 +102,18 @@ class Functions:
         return self._lookup(self._dep("ls", prefix), ABSENT)
 
 
+class _AnyField(dict[str, Any]):
+    """A mapping not known yet: every field reads as "", so `vault.secret('a').password` does not
+    end the render pass (StrictUndefined) before the template's other requests are discovered."""
+
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
 # What a template gets for a kind while its value is not known yet: rendering goes on with it so
 # that one pass discovers as many dependencies as it can; the output is then thrown away.
-PLACEHOLDERS: dict[str, Any] = {"key": "", "tree": {}, "ls": [], "secret": {}, "service": [], "services": {}}
+PLACEHOLDERS: dict[str, Any] = {"key": "", "tree": _AnyField(), "ls": [], "secret": _AnyField(), "service": [],
+                                "services": _AnyField()}
 
 
 def source_class(type_name: Any) -> Any:
