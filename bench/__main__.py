@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # tests.servers and tests.consul_emulator start the backends
 
-from bench import footprint, inotify, latency, load, report, scale, startup  # noqa: E402
+from bench import footprint, inotify, latency, load, project, report, scale, startup  # noqa: E402
 from bench.backends import BACKENDS, Unavailable, running  # noqa: E402
 from bench.stats import summary  # noqa: E402
 
@@ -50,6 +50,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, help="startup: runs per figure (default 10, quick 3)")
     parser.add_argument("--scale-templates", type=int, default=1000, help="scale: templates (10 keys each)")
     parser.add_argument("--load-processes", type=int, default=50, help="load: the larger process count")
+    parser.add_argument("--python", default=sys.executable,
+                        help="the interpreter confsync runs under (its environment's packages are what it imports)")
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/performance.md")
     args = parser.parse_args(argv)
     args.only = [s for s in args.only.split(",") if s]
@@ -78,6 +80,13 @@ def _version(argv: list[str]) -> str:
     return text[0] if text else "?"
 
 
+def _installed(python: str, names: tuple[str, ...]) -> list[str]:
+    code = ("import importlib.util, sys; "
+            "print(' '.join(n for n in sys.argv[1:] if importlib.util.find_spec(n)))")
+    out = subprocess.run([python, "-c", code, *names], capture_output=True, text=True)
+    return out.stdout.split()
+
+
 def machine(workdir: Path) -> dict[str, Any]:
     cpu = "?"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -91,12 +100,17 @@ def machine(workdir: Path) -> dict[str, Any]:
         "python": platform.python_version(), "kernel": platform.release(), "workdir_fs": fs,
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "etcd": _version(["etcd", "--version"]) if shutil.which("etcd") else None,
+        "confsync_python": project.PYTHON,
+        # Installed, these get imported by others (httpx imports click and rich for its CLI).
+        "optional_heavy_packages": _installed(project.PYTHON, ("typer", "click", "rich", "pydantic", "pygments")),
         # Other work on the machine skews every figure: the load average says how much there was.
         "loadavg_start": Path("/proc/loadavg").read_text().split()[:3],
     }
+    heavy = info["optional_heavy_packages"]
+    env_note = f"also holds {', '.join(heavy)}" if heavy else "holds only its runtime dependencies"
     info["description"] = (f'{info["nproc"]} × {cpu}, {info["ram_gib"]} GiB RAM, Linux {info["kernel"]}, '
-                           f'Python {info["python"]}, work files on {fs}; load average at start '
-                           f'{" ".join(info["loadavg_start"])}')
+                           f'Python {info["python"]}, work files on {fs}; confsync\'s environment {env_note}; '
+                           f'load average at start {" ".join(info["loadavg_start"])}')
     return info
 
 
@@ -147,6 +161,7 @@ def run_source(name: str, args: argparse.Namespace, results: dict[str, Any], wor
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    project.PYTHON = args.python
     args.out.mkdir(parents=True, exist_ok=True)
     latest = args.out / "latest.json"
     results = _load(latest)

@@ -201,7 +201,7 @@ class EtcdBackend(Backend):
         self.http = _Http("127.0.0.1", self.port)
 
     def source_yaml(self) -> str:
-        return f"{{type: etcd, endpoints: [{self.server.url}]}}"
+        return f'{{type: etcd, endpoints: [{self.server.url}], prefix: ""}}'
 
     def ports(self) -> set[int]:
         return {self.port}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from bench.backends import ROOT, Backend
 
-PYTHON = sys.executable
+PYTHON = sys.executable  # what confsync runs under (python -m bench --python changes it)
 
 
 def key(template: int, index: int) -> str:

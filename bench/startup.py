@@ -13,8 +13,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import project as projects
 from bench.backends import Backend
-from bench.project import PYTHON, Project, env, run_once
+from bench.project import Project, env, run_once
 from bench.stats import median
 
 SIZES = (1, 100)
@@ -34,16 +35,16 @@ def _timed(argv: list[str], runs: int) -> float:
 def baseline(runs: int) -> dict[str, float]:
     """Python's floor on this machine: the interpreter alone, and the CLI's --help (imports only)."""
     return {
-        "python_ms": _timed([PYTHON, "-c", "pass"], runs),
-        "python_asyncio_ms": _timed([PYTHON, "-c", "import asyncio"], runs),
-        "cli_help_ms": _timed([PYTHON, "-m", "confsync", "--help"], runs),
+        "python_ms": _timed([projects.PYTHON, "-c", "pass"], runs),
+        "python_asyncio_ms": _timed([projects.PYTHON, "-c", "import asyncio"], runs),
+        "cli_help_ms": _timed([projects.PYTHON, "-m", "confsync", "--help"], runs),
     }
 
 
 def imports(project: Project) -> dict[str, Any]:
     """What `confsync once` imports (python -X importtime): module count and the costliest ones."""
     project.clear()
-    result = subprocess.run([PYTHON, "-X", "importtime", "-m", "confsync", "once", "-c", str(project.config)],
+    result = subprocess.run([projects.PYTHON, "-X", "importtime", "-m", "confsync", "once", "-c", str(project.config)],
                             cwd=project.directory, env=env(), capture_output=True, text=True, check=True)
     rows = []
     for line in result.stderr.splitlines():
