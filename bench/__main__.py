@@ -162,6 +162,7 @@ def run_source(name: str, args: argparse.Namespace, results: dict[str, Any], wor
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     project.PYTHON = args.python
+    project.compile_confsync()
     args.out.mkdir(parents=True, exist_ok=True)
     latest = args.out / "latest.json"
     results = _load(latest)

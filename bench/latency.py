@@ -91,6 +91,7 @@ def floor(backend: Backend, writes: int, spacing: float) -> dict[str, Any] | Non
 
 
 POLL_INTERVAL = 1.0  # for a source that polls (Vault): its interval in this figure
+POLL_WRITES = 50  # …and at most this many writes: each takes 1.3 intervals, and the spread is the interval's
 
 
 def measure(backend: Backend, workdir: Path, writes: int, spacing: float) -> dict[str, Any]:
@@ -99,7 +100,8 @@ def measure(backend: Backend, workdir: Path, writes: int, spacing: float) -> dic
         return _measure(backend, workdir, writes, spacing, 1.0)
     default, backend.interval = backend.interval, POLL_INTERVAL
     try:
-        return _measure(backend, workdir, writes, max(spacing, POLL_INTERVAL * 1.3), POLL_INTERVAL * 3)
+        return _measure(backend, workdir, min(writes, POLL_WRITES), max(spacing, POLL_INTERVAL * 1.3),
+                        POLL_INTERVAL * 3)
     finally:
         backend.interval = default
 
