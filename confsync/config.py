@@ -126,7 +126,7 @@ class SourceConfig:
 
 @dataclass(frozen=True)
 class Config:
-    path: Path
+    path: Path = Path("confsync.yaml")  # the file it was read from
     sources: dict[str, SourceConfig] = field(default_factory=dict)
     templates: tuple[TemplateConfig, ...] = ()
     reloaders: dict[str, ReloaderConfig] = field(default_factory=dict)
@@ -198,24 +198,11 @@ def _build(path: Path, raw: dict[str, Any]) -> Config:
     sources = _build_sources(base, raw.get("sources") or {})
     top = {k: v for k, v in raw.items() if k not in ("sources",)}
     top.setdefault("wait", {})
-    checked = _convert(top, _HintedConfig, "", base)
-    fields = {f.name: getattr(checked, f.name) for f in dataclasses.fields(checked)}
-    config = Config(path=path, sources=sources, **fields)
+    # `path` and `sources` are not the user's to set here: _TOP_LEVEL let neither through.
+    checked: Config = _convert(top, Config, "", base)
+    config = dataclasses.replace(checked, path=path, sources=sources)
     _check_references(config)
     return config
-
-
-@dataclass(frozen=True)
-class _HintedConfig:
-    """Config without its computed parts, so `_convert` can check it from hints."""
-
-    templates: tuple[TemplateConfig, ...] = ()
-    reloaders: dict[str, ReloaderConfig] = field(default_factory=dict)
-    wait: Wait = Wait()
-    listen: str | None = None
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-    log_format: Literal["text", "json"] = "text"
-    env_allow: tuple[str, ...] | None = None
 
 
 def _build_sources(base: Path, raw: Any) -> dict[str, SourceConfig]:

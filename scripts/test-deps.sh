@@ -23,6 +23,7 @@ command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 [ -e /usr/share/java/slf4j-simple.jar ] || missing+=(libslf4j-java)
 command -v java >/dev/null 2>&1 || missing+=(default-jre-headless)
 compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || missing+=(postgresql)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)  # the etcd TLS test makes its certificates
 
 if [ ${#missing[@]} -eq 0 ]; then
     echo "test-deps: etcd, zookeeper, postgresql already installed"

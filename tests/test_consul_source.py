@@ -222,6 +222,23 @@ def test_failing_consul_is_backed_off_then_recovers(project, tmp_path, emu):
     assert len(down) == 1 and "Consul answered 500" in down[0]["message"]
 
 
+def test_a_consul_slower_than_the_timeout_is_down_until_it_answers_again(project, tmp_path, emu):
+    put(emu, "v", "1")
+    templates = {"v.j2": "{{ consul.key('v') }}"}
+    cfg = project(config(emu, templates, source="    timeout: 300ms\n"), templates)
+    with Daemon("-c", str(cfg), **NO_ENV) as daemon:
+        daemon.wait_event("written")
+        emu.delay = 5.0  # past wait (1s) + wait/16 + timeout (300ms)
+        put(emu, "v", "2")  # the write itself is not delayed; answers to confsync are
+        down = daemon.wait_event("source_down", source="consul")
+        assert "tim" in down["message"].lower()
+        assert (tmp_path / "out/v").read_text() == "1"  # the last good file stays
+        emu.delay = 0
+        daemon.wait_event("source_up", source="consul", timeout=40)
+        daemon.wait_event("written")
+        assert (tmp_path / "out/v").read_text() == "2"  # nothing lost once the fault clears
+
+
 def test_init_names_the_missing_key_and_exits_3(project, tmp_path, emu):
     put(emu, "present", "yes")
     templates = {"v.j2": "{{ consul.key('present') }} {{ consul.key('absent/key') }}"}

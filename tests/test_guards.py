@@ -262,3 +262,18 @@ def test_enospc_from_the_writer_only_via_a_test_double(tmp_path, monkeypatch):
         asyncio.run(write.write(write.Target(dest), b"new content"))
     assert dest.read_text() == "good"
     assert [p.name for p in tmp_path.iterdir()] == ["app.conf"]
+
+
+def test_reload_url_down_is_retried_at_the_next_change(project, tmp_path):
+    from tests.test_observe import free_port
+
+    url = f"http://127.0.0.1:{free_port()}/-/reload"  # nothing listens there
+    cfg = project(cfg_text("    reload: web\n", f'reloaders:\n  web: {{url: "{url}", retries: 2, timeout: 1s}}\n'),
+                  {"t.j2": "{{ kv.key('v') }}"}, {"v": "1"})
+    with Daemon("-c", str(cfg)) as daemon:
+        failure = daemon.wait_event("reload_failed")
+        assert "ConnectError" in failure["message"] and url in failure["message"]
+        (tmp_path / "data/v").write_text("2")
+        daemon.wait_event("reload_failed")
+        assert (tmp_path / "out/app.conf").read_text() == "2"
+    assert daemon.proc.returncode == 0

@@ -39,7 +39,6 @@ MIN_INTERVAL = 0.1
 # polls failing together do not come back together).
 BACKOFF_MULTIPLIER, BACKOFF_MIN, BACKOFF_MAX = 0.5, 0.1, 30.0
 # How long to wait for Consul to connect or answer, on top of a blocking query's own wait.
-REQUEST_TIMEOUT = 10.0
 # Worker threads are created on demand, one per poll in flight; this only bounds a runaway.
 MAX_THREADS = 1024
 # close(): how long to keep aborting in-flight requests before giving up on the threads.
@@ -67,6 +66,7 @@ class ConsulOptions:
     consistency: Literal["default", "stale", "consistent"] = "default"
     tls: ConsulTLS = field(default_factory=ConsulTLS)
     wait: Duration = 60.0  # how long Consul holds each blocking query
+    timeout: Duration = 10.0  # to connect, or for an answer beyond the blocking wait
 
     def __post_init__(self) -> None:
         if not 0 < self.wait <= 600:
@@ -351,7 +351,7 @@ class ConsulSource:
         host = f"[{self.host}]" if ":" in self.host else self.host
         client = consul.Consul(host=host, port=self.port, scheme=self.scheme, dc=self.options.datacenter,
                                consistency=self.options.consistency, verify=verify, cert=cert,
-                               connections_timeout=REQUEST_TIMEOUT)
+                               connections_timeout=self.options.timeout)
         client.token = None  # py-consul prefers CONSUL_HTTP_TOKEN to its argument: ours goes per request
         adapter = _tracking_adapter(self._conns)
         client.http.session.mount("http://", adapter)
