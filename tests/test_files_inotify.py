@@ -87,3 +87,21 @@ def test_a_burst_of_changes_ends_on_the_last_value(project, tmp_path):
             os.rename(tmp_path / "data/.k.tmp", tmp_path / "data/k")
         while (tmp_path / "out/app.conf").read_text() != "v=199":
             daemon.wait_event("written")  # fails after its deadline if the last value never comes
+
+
+def test_a_configmap_volume_below_the_root_swaps_as_one_change(project, tmp_path):
+    from tests.test_files_source import configmap
+
+    cfg = project("""
+sources:
+  kv: {type: files, root: ./data}
+templates:
+  - {source: t.j2, destination: out/app.conf}
+""", {"t.j2": "{{ kv.key('cm/host') }}:{{ kv.key('cm/port') }} {{ kv.key('other') }}"}, {"other": "o"})
+    configmap(tmp_path / "data/cm", {"host": "h1", "port": "1"}, "2026_01_01_00_00_00.1")
+    with Daemon("-c", str(cfg)) as daemon:
+        daemon.wait_event("written")
+        for n in range(2, 6):
+            configmap(tmp_path / "data/cm", {"host": f"h{n}", "port": str(n)}, f"2026_01_01_00_0{n}_00.{n}")
+            daemon.wait_event("written")
+            assert (tmp_path / "out/app.conf").read_text() == f"h{n}:{n} o"  # never a mix of two versions
