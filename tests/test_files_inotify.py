@@ -89,6 +89,26 @@ def test_a_burst_of_changes_ends_on_the_last_value(project, tmp_path):
             daemon.wait_event("written")  # fails after its deadline if the last value never comes
 
 
+def test_a_change_concerns_its_path_the_directories_above_and_everything_below():
+    from confsync.sources import Dep
+    from confsync.sources.files import _Index
+
+    index = _Index()
+    deps = {path: Dep("kv", kind, path) for kind, path in
+            [("key", "a/b/c"), ("tree", "a"), ("tree", ""), ("key", "a/bc"), ("ls", "a/b"), ("key", "x"),
+             ("key", "a/b0")]}
+    for dep in deps.values():
+        index.add(dep)
+    names = lambda found: sorted(d.path for d in found)  # noqa: E731
+    assert names(index.affected("a/b")) == ["", "a", "a/b", "a/b/c"]
+    assert names(index.affected("a/b/c")) == ["", "a", "a/b", "a/b/c"]
+    assert names(index.affected("x")) == ["", "x"]
+    index.discard(deps["a/b/c"])
+    index.discard(deps["a/b/c"])  # twice: harmless
+    assert names(index.affected("a/b")) == ["", "a", "a/b"]
+    assert "a/b/c" not in index.paths and index.paths == sorted(index.paths)
+
+
 def test_a_configmap_volume_below_the_root_swaps_as_one_change(project, tmp_path):
     from tests.test_files_source import configmap
 
