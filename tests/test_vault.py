@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import secrets
 import threading
 import time
@@ -17,6 +18,7 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpx
 import hvac
 import pytest
 import requests
@@ -263,9 +265,14 @@ def test_pki_certificate_is_reissued_before_it_expires(bao, project, tmp_path):
                 "{{ c.expiration }}\n{{ c.serial_number }}\n{{ c.certificate }}\n{{ c.private_key }}\n")
     cfg = project(config(bao, {"cert.pem.j2": "out/cert.pem"}), {"cert.pem.j2": template})
     out = tmp_path / "out/cert.pem"
-    with Daemon("-c", str(cfg), **root_env(bao)) as daemon:
+    port = free_port()
+    with Daemon("-c", str(cfg), "--listen", f"127.0.0.1:{port}", **root_env(bao)) as daemon:
         daemon.wait_event("written")
         first = out.read_text().split("\n")
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        gauge = re.search(r'confsync_vault_lease_seconds_remaining\{path="pki/issue/web",source="vault"\} (\S+)',
+                          metrics)
+        assert gauge and 0 < float(gauge.group(1)) <= 4, metrics
         daemon.wait_event("written", timeout=10)
         reissued_at = time.time()
         second = out.read_text().split("\n")

@@ -296,6 +296,7 @@ class VaultSource:
         self._reconnected = asyncio.Event()  # set, then replaced, when the server is back
         self._down: str | None = None  # the reason last reported, while down
         self._denied: dict[Dep, str] = {}  # reasons already logged, so a retry loop logs once
+        self._expiry: dict[Dep, float] = {}  # loop time at which each leased secret expires
 
     # -- the Source protocol
 
@@ -314,12 +315,18 @@ class VaultSource:
         if dep not in self._tasks:  # every new dep starts at once: their first reads run together
             self._tasks[dep] = asyncio.create_task(self._guarded(self._follow(dep)), name=f"vault:{dep}")
 
+    def lease_remaining(self) -> dict[str, float]:
+        """Seconds until each leased secret expires, for /metrics."""
+        now = asyncio.get_running_loop().time()
+        return {dep.path: max(0.0, end - now) for dep, end in self._expiry.items()}
+
     def unwatch(self, dep: Dep) -> None:
         # The lease is left alone: the application may still use the credential until it expires.
         task = self._tasks.pop(dep, None)
         if task:
             task.cancel()
         self._denied.pop(dep, None)
+        self._expiry.pop(dep, None)
 
     async def close(self) -> None:
         tasks = [t for t in (self._auth_task, *self._tasks.values()) if t]
@@ -610,6 +617,7 @@ class VaultSource:
         """Renew the lease while that extends it; return when the secret must be fetched anew."""
         loop = asyncio.get_running_loop()
         start, ttl = loop.time(), secret.ttl
+        self._expiry[dep] = start + ttl
         extendable = secret.renewable and bool(secret.lease_id)
         # A lease dies with the token that took it; a certificate without a lease does not.
         dies_with_token = (token_replaced,) if secret.lease_id else ()
@@ -636,6 +644,7 @@ class VaultSource:
                          exc.reason, extra={"event": "lease_lost", "source": self.name, "key": str(dep)})
                 return
             start, ttl = loop.time(), float(renewed.get("lease_duration") or 0)
+            self._expiry[dep] = start + ttl
             # Asked for the full lease and got less: the max TTL is near, renewals cannot help.
             extendable = bool(renewed.get("renewable")) and ttl >= secret.ttl
             reconnected = self._reconnected
