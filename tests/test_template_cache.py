@@ -1,0 +1,45 @@
+"""Compiled templates cached on disk between runs: used when safe, never stale, off on request."""
+
+from __future__ import annotations
+
+import os
+
+from tests.helpers import confsync
+
+CONFIG = """
+sources:
+  kv: {type: files, root: ./data}
+templates:
+  - {source: t.j2, destination: out/app.conf}
+"""
+
+
+def test_a_second_run_uses_the_cache_and_an_edited_template_is_recompiled(project, tmp_path):
+    cache = tmp_path / "cache"
+    cfg = project(CONFIG, {"t.j2": "a={{ kv.key('k') }}\n"}, {"k": "1"})
+    assert confsync("once", "-c", str(cfg), CONFSYNC_TEMPLATE_CACHE=str(cache)).returncode == 0
+    entries = list(cache.iterdir())
+    assert len(entries) == 1 and oct(entries[0].stat().st_mode & 0o777) == oct(0o600)
+    assert oct(cache.stat().st_mode & 0o777) == oct(0o700)
+
+    (tmp_path / "t.j2").write_text("b={{ kv.key('k') }}\n")  # same name, new source: not the cached code
+    result = confsync("once", "-c", str(cfg), CONFSYNC_TEMPLATE_CACHE=str(cache))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out/app.conf").read_text() == "b=1\n"
+
+
+def test_a_cache_directory_others_can_write_is_not_used(project, tmp_path):
+    cache = tmp_path / "shared"
+    cache.mkdir()
+    os.chmod(cache, 0o777)
+    cfg = project(CONFIG, {"t.j2": "a={{ kv.key('k') }}\n"}, {"k": "1"})
+    result = confsync("once", "-c", str(cfg), CONFSYNC_TEMPLATE_CACHE=str(cache))
+    assert result.returncode == 0, result.stderr
+    assert list(cache.iterdir()) == []
+
+
+def test_the_cache_can_be_turned_off(project, tmp_path):
+    cfg = project(CONFIG, {"t.j2": "a={{ kv.key('k') }}\n"}, {"k": "1"})
+    result = confsync("once", "-c", str(cfg), CONFSYNC_TEMPLATE_CACHE="off", TMPDIR=str(tmp_path / "tmp"))
+    assert result.returncode == 0, result.stderr
+    assert not (tmp_path / "tmp").exists() and not (tmp_path / "off").exists()
