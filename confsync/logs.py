@@ -45,5 +45,5 @@ def setup(level: str = "info", fmt: str = "text") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # Client libraries log connection details (and, at debug, request bodies): keep them quiet.
-    for noisy in ("httpx", "httpcore", "kazoo", "urllib3", "hvac", "watchfiles"):
+    for noisy in ("httpx", "httpcore", "kazoo", "urllib3", "hvac"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
