@@ -10,7 +10,6 @@ after a change. The files source needs only this much of inotify(7).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 import struct
@@ -30,7 +29,8 @@ _libc = None
 def _lib() -> ctypes.CDLL:
     global _libc
     if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        # The process's own symbols include libc's; ctypes.util.find_library would run ldconfig.
+        _libc = ctypes.CDLL(None, use_errno=True)
     return _libc
 
 

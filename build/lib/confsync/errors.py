@@ -1,0 +1,43 @@
+"""The errors confsync raises, and the exit code each one maps to.
+
+    ConfsyncError                 base; .exit_code = 1
+    ├── ConfigError               bad config file or flag (names file and field path); exit 2
+    ├── TemplateError             template syntax or runtime error (names file:line); exit 1
+    ├── SourceError               a backend refused, failed or is unreachable; exit 1
+    ├── WriteError                staging, check or replace of a destination failed; exit 1
+    ├── ReloadError               a reloader could not deliver; exit 1
+    └── MissingDataError          data still missing when a deadline passed; exit 3
+
+Library errors (jinja2, OSError, httpx, hvac, kazoo…) are mapped to these at one boundary each,
+with `raise ... from exc`, so callers handle eight classes, not forty.
+"""
+
+from __future__ import annotations
+
+
+class ConfsyncError(Exception):
+    exit_code = 1
+
+
+class ConfigError(ConfsyncError):
+    exit_code = 2
+
+
+class TemplateError(ConfsyncError):
+    pass
+
+
+class SourceError(ConfsyncError):
+    pass
+
+
+class WriteError(ConfsyncError):
+    pass
+
+
+class ReloadError(ConfsyncError):
+    pass
+
+
+class MissingDataError(ConfsyncError):
+    exit_code = 3

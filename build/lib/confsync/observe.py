@@ -1,0 +1,135 @@
+"""`/healthz`, `/readyz` and `/metrics` on `listen` (off unless set).
+
+The server runs on the runner's own event loop: if it answers, the loop is turning. Metrics are read
+from the runner's plain counters at scrape time, so the render path never touches prometheus_client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from confsync.errors import ConfigError
+
+if TYPE_CHECKING:
+    from confsync.runner import Runner
+
+log = logging.getLogger(__name__)
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"listen: expected host:port such as 127.0.0.1:9101, got {text!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+async def serve(runner: Runner, listen: str) -> asyncio.Server:
+    host, port = parse_listen(listen)
+    collector = Collector(runner)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            method, path, *_ = request.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
+            status, kind, body = _route(runner, collector, method, path.split("?", 1)[0])
+            head = (f"HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {len(body)}\r\n"
+                    "Connection: close\r\n\r\n")
+            writer.write(head.encode() + (body if method != "HEAD" else b""))
+            await writer.drain()
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ConnectionError,
+                ValueError):
+            pass
+        finally:
+            writer.close()
+
+    try:
+        server = await asyncio.start_server(handle, host, port)
+    except OSError as exc:
+        raise ConfigError(f"listen: cannot listen on {host}:{port}: {exc.strerror}") from None
+    log.info("serving /healthz, /readyz, /metrics on %s:%d", host, port, extra={"event": "listening"})
+    return server
+
+
+def _route(runner: Runner, collector: Collector, method: str, path: str) -> tuple[str, str, bytes]:
+    if method not in ("GET", "HEAD"):
+        return "405 Method Not Allowed", "text/plain", b"method not allowed\n"
+    if path == "/healthz":
+        alive = runner.worker is not None and not runner.worker.done()
+        return ("200 OK", "text/plain", b"ok\n") if alive else ("503 Service Unavailable", "text/plain",
+                                                              b"the render loop is not running\n")
+    if path == "/readyz":
+        waiting = runner.waiting()
+        body = json.dumps({"ready": not waiting, "waiting": waiting}, indent=2).encode() + b"\n"
+        return ("503 Service Unavailable" if waiting else "200 OK"), "application/json", body
+    if path == "/metrics":
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return "200 OK", CONTENT_TYPE_LATEST, generate_latest(collector)
+    return "404 Not Found", "text/plain", b"not found: try /healthz, /readyz or /metrics\n"
+
+
+class Collector:
+    """A prometheus_client collector over the runner's counters (labels never carry values)."""
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
+
+        runner = self.runner
+        renders = CounterMetricFamily("confsync_renders", "Renders that produced a file", labels=["template"])
+        failures = CounterMetricFamily("confsync_render_failures", "Renders or writes that failed or were "
+                                       "refused; the last good file was kept", labels=["template", "reason"])
+        render_s = SummaryMetricFamily("confsync_render_duration_seconds", "Time to render", labels=["template"])
+        write_s = SummaryMetricFamily("confsync_write_duration_seconds", "Time to stage, check and replace",
+                                      labels=["template"])
+        prop_s = SummaryMetricFamily("confsync_propagation_delay_seconds", "From a change seen to the file "
+                                     "written", labels=["template"])
+        since = GaugeMetricFamily("confsync_seconds_since_last_sync", "Seconds since the last render that "
+                                  "reached the disk (or was identical)", labels=["template"])
+        now = time.time()
+        for state in runner.templates:
+            label = [state.name]
+            renders.add_metric(label, state.renders)
+            for reason, count in state.failures.items():
+                failures.add_metric([state.name, reason], count)
+            render_s.add_metric(label, state.render_time.count, state.render_time.total)
+            write_s.add_metric(label, state.write_time.count, state.write_time.total)
+            prop_s.add_metric(label, state.propagation.count, state.propagation.total)
+            if state.last_success is not None:
+                since.add_metric(label, now - state.last_success)
+        yield from (renders, failures, render_s, write_s, prop_s, since)
+
+        reloads = CounterMetricFamily("confsync_reloads", "Reloads delivered", labels=["reloader"])
+        reload_failures = CounterMetricFamily("confsync_reload_failures", "Reloads that failed",
+                                              labels=["reloader"])
+        for name, outcomes in runner.reloads.items():
+            reloads.add_metric([name], outcomes["ok"])
+            reload_failures.add_metric([name], outcomes["failed"])
+        yield from (reloads, reload_failures)
+
+        up = GaugeMetricFamily("confsync_source_up", "1 if the source's backend is reachable", labels=["source"])
+        errors = CounterMetricFamily("confsync_source_errors", "Times a source became unavailable",
+                                     labels=["source"])
+        watched = GaugeMetricFamily("confsync_watched_keys", "Distinct dependencies watched", labels=["source"])
+        counts: dict[str, int] = dict.fromkeys(runner.sources, 0)
+        for dep in runner.users:
+            counts[dep.source] = counts.get(dep.source, 0) + 1
+        for name in runner.sources:
+            up.add_metric([name], 0 if name in runner.source_down else 1)
+            errors.add_metric([name], runner.source_errors.get(name, 0))
+            watched.add_metric([name], counts[name])
+        yield from (up, errors, watched)
+
+        leases = GaugeMetricFamily("confsync_vault_lease_seconds_remaining", "Seconds until a leased secret "
+                                   "expires", labels=["source", "path"])
+        for name, source in runner.sources.items():
+            for path, seconds in getattr(source, "lease_remaining", dict)().items():
+                leases.add_metric([name, path], seconds)
+        yield leases

@@ -1,0 +1,405 @@
+"""The loop at the heart of every mode: values in, renders, atomic writes, coalesced reloads.
+
+One asyncio loop owns all state, so nothing needs a lock. Sources push values into the store
+(`update`); a value equal to the one known is dropped before anyone re-renders. A change marks the
+templates that used it (and only those) due, after their `wait` quiescence; the worker renders the
+due templates, writes what changed, then fires each affected reloader once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import difflib
+import hashlib
+import logging
+import random
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from confsync import reload, write
+from confsync.config import Config, TemplateConfig
+from confsync.errors import ConfsyncError, MissingDataError, TemplateError, WriteError
+from confsync.render import Template, make_environment
+from confsync.sources import Dep, Source, source_class
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Timing:
+    """A Prometheus summary without quantiles: how many, and how long in all."""
+
+    count: int = 0
+    total: float = 0.0
+
+    def add(self, seconds: float) -> None:
+        self.count += 1
+        self.total += seconds
+
+
+@dataclass(eq=False)
+class TemplateState:
+    index: int
+    cfg: TemplateConfig
+    template: Template
+    target: write.Target
+    deps: set[Dep] = field(default_factory=set)
+    missing: dict[Dep, str] = field(default_factory=dict)
+    changed: set[Dep] = field(default_factory=set)
+    rendered: bool = False  # rendered completely at least once
+    error: ConfsyncError | None = None
+    wait_since: float | None = None
+    timer: asyncio.TimerHandle | None = None
+    # For /metrics:
+    renders: int = 0
+    failures: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # by kind of failure
+    render_time: Timing = field(default_factory=Timing)
+    write_time: Timing = field(default_factory=Timing)
+    propagation: Timing = field(default_factory=Timing)  # change seen → file written
+    changed_at: float | None = None  # monotonic time of the oldest change not yet written
+    last_success: float | None = None  # wall-clock time of the last render that reached the disk
+
+    @property
+    def name(self) -> str:
+        return str(self.cfg.destination)
+
+
+class Runner:
+    """Drives all templates of a config. `reloads=False` for init; `dry_run`/`diff` for once."""
+
+    def __init__(self, config: Config, *, reloads: bool = True, dry_run: bool = False,
+                 diff: Callable[[str], None] | None = None, force: bool = False) -> None:
+        self.config = config
+        self.reload_enabled = reloads
+        self.dry_run = dry_run
+        self.diff = diff
+        self.force = force
+        self.sources: dict[str, Source] = {}
+        self.values: dict[Dep, Any] = {}
+        self.users: dict[Dep, set[TemplateState]] = defaultdict(set)
+        self.templates = self._load_templates()
+        self._due: set[TemplateState] = set(self.templates)
+        self._kick = asyncio.Event()
+        self._stopping = False
+        self.settled = asyncio.Event()  # every template rendered, or one failed for good
+        self.source_down: dict[str, str] = {}
+        self.source_errors: dict[str, int] = defaultdict(int)
+        self.reloads: dict[str, dict[str, int]] = {name: {"ok": 0, "failed": 0} for name in config.reloaders}
+        self.worker: asyncio.Task[None] | None = None
+        # Writes not yet followed by their reload, per reloader (for rollback), and reload timing.
+        self._unreloaded: dict[str, list[tuple[TemplateState, write.Change]]] = defaultdict(list)
+        self._reloads_due: dict[str, None] = {}
+        self._reload_timers: dict[str, asyncio.TimerHandle] = {}
+        self._last_reload: dict[str, float] = {}
+
+    def _load_templates(self) -> list[TemplateState]:
+        functions = {name: source_class(s.type).functions for name, s in self.config.sources.items()}
+        envs: dict[Any, Any] = {}
+        allow = frozenset(self.config.env_allow) if self.config.env_allow is not None else None
+        states = []
+        for i, cfg in enumerate(self.config.templates):
+            folder = cfg.source.parent
+            env = envs.get(folder) or envs.setdefault(folder, make_environment([folder], allow))
+            target = write.Target(
+                cfg.destination, cfg.perms, cfg.create_dirs, cfg.backup, cfg.check, min_bytes=cfg.min_bytes,
+                max_shrink=cfg.max_shrink, allow_shrink=cfg.allow_shrink or self.force, format=cfg.format,
+                allowed_roots=cfg.allowed_roots)
+            states.append(TemplateState(i, cfg, Template(env, cfg.source, functions), target))
+        return states
+
+    # -- the Sink the sources push into -------------------------------------------------------
+
+    def update(self, dep: Dep, value: Any) -> None:
+        if dep not in self.users or self.values.get(dep) == value:
+            return  # unwatched by now, or no change: nothing to render
+        self.values[dep] = value
+        for state in self.users[dep]:
+            self._mark_changed(state, dep)
+
+    def source_status(self, source: str, up: bool, reason: str = "") -> None:
+        if not up and self.source_down.get(source) != reason:
+            self.source_errors[source] += 1
+            log.warning("source %s unavailable: %s (keeping last known values)", source, reason,
+                        extra={"event": "source_down", "source": source})
+            self.source_down[source] = reason
+        elif up and source in self.source_down:
+            log.info("source %s available again", source, extra={"event": "source_up", "source": source})
+            del self.source_down[source]
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        for name, spec in self.config.sources.items():
+            source = source_class(spec.type)(name, spec.options, self)
+            self.sources[name] = source
+            await source.start()
+        self._kick.set()
+
+    async def work(self) -> None:
+        """Render what is due until `stop()`; the write in flight always completes."""
+        while not self._stopping:
+            await self._kick.wait()
+            self._kick.clear()
+            due = sorted(self._due, key=lambda s: s.index)
+            self._due.clear()
+            for state in due:
+                if self._stopping:
+                    self._due.add(state)
+                    continue
+                change = await self._render(state)
+                if change and self.reload_enabled:
+                    for name in state.cfg.reload:
+                        self._unreloaded[name].append((state, change))
+                        self._request_reload(name)
+            due_reloads, self._reloads_due = list(self._reloads_due), {}
+            for name in due_reloads:
+                await self._reload(name)
+            if (all(s.rendered for s in self.templates) and not self._unreloaded) \
+                    or any(_fatal(s.error) for s in self.templates):
+                self.settled.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._kick.set()
+
+    async def close(self) -> None:
+        for state in self.templates:
+            if state.timer:
+                state.timer.cancel()
+        for timer in self._reload_timers.values():
+            timer.cancel()
+        for source in self.sources.values():
+            await source.close()
+
+    # -- rendering ------------------------------------------------------------------------------
+
+    def _mark_changed(self, state: TemplateState, dep: Dep) -> None:
+        state.changed.add(dep)
+        if state.changed_at is None:
+            state.changed_at = time.monotonic()
+        wait = state.cfg.wait or self.config.wait
+        if not state.rendered or not wait.max:
+            self._make_due(state)
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if state.wait_since is None:
+            state.wait_since = now
+        if state.timer:
+            state.timer.cancel()
+        state.timer = loop.call_at(min(now + wait.min, state.wait_since + wait.max), self._make_due, state)
+
+    def _make_due(self, state: TemplateState) -> None:
+        if state.timer:
+            state.timer.cancel()
+        state.timer, state.wait_since = None, None
+        self._due.add(state)
+        self._kick.set()
+
+    async def _render(self, state: TemplateState) -> write.Change | None:
+        """Render one template and write it; what changed on disk, if anything."""
+        started = time.monotonic()
+        result = state.template.render(self.values.get)
+        state.render_time.add(time.monotonic() - started)
+        # After an error keep watching what the last good render used too: either may fix it.
+        self._set_deps(state, result.used | state.deps if result.error else result.used)
+        state.missing = result.missing
+        if result.error:
+            state.changed = set()
+            self._failed(state, result.error, "template")
+            return None
+        if result.text is None:
+            log.debug("%s waits for %s", state.name, ", ".join(map(str, result.missing)),
+                      extra={"event": "waiting", "template": state.name})
+            return None
+        changed, state.changed = state.changed, set()
+        state.renders += 1
+        data = result.text.encode("utf-8")
+        log.debug("rendered %s", state.name, extra={"event": "rendered", "template": state.name,
+                                                    "changed": sorted(map(str, changed))})
+        target = self._target(state)
+        if self.diff:
+            self.diff(_unified_diff(target, data))
+        if self.dry_run:
+            state.rendered, state.error = True, None
+            return None
+        started = time.monotonic()
+        try:
+            written = await write.write(target, data)
+        except write.RefusedError as exc:
+            self._failed(state, exc, "refused")
+            return None
+        except WriteError as exc:
+            self._failed(state, exc, "write")
+            return None
+        now = time.monotonic()
+        state.write_time.add(now - started)
+        if state.changed_at is not None:
+            state.propagation.add(now - state.changed_at)
+            state.changed_at = None
+        first, state.rendered, state.error = not state.rendered, True, None
+        state.last_success = time.time()
+        if written:
+            digest = hashlib.sha256(data).hexdigest()
+            log.info("wrote %s (%d bytes, sha256 %s; %s)", state.name, len(data), digest[:12],
+                     "first render" if first else "changed: " + ", ".join(sorted(map(str, changed))),
+                     extra={"event": "written", "template": state.name, "bytes": len(data),
+                            "sha256": digest, "changed": sorted(map(str, changed))})
+        return written
+
+    def _failed(self, state: TemplateState, error: ConfsyncError, kind: str) -> None:
+        error = type(error)(self._redact(state, str(error)))
+        state.error = error
+        state.failures[kind] += 1
+        log.error("%s not written: %s", state.name, error, extra={"event": "render_failed",
+                                                                 "template": state.name, "reason": kind})
+
+    def _is_secret(self, state: TemplateState) -> bool:
+        return any(getattr(self.sources[d.source], "secret", False) for d in state.deps)
+
+    def _target(self, state: TemplateState) -> write.Target:
+        """Templates that used a secret get 0600 files and private backups unless perms say so."""
+        return dataclasses.replace(state.target, secret=True) if self._is_secret(state) else state.target
+
+    def _redact(self, state: TemplateState, text: str) -> str:
+        """Error messages of secret-bearing templates: any value they used is cut out."""
+        if not self._is_secret(state):
+            return text
+        for dep in state.deps:
+            for value in _strings(self.values.get(dep)):
+                if len(value) >= 4:
+                    text = text.replace(value, "<redacted>")
+        return text
+
+    def _set_deps(self, state: TemplateState, used: set[Dep]) -> None:
+        for dep in used - state.deps:
+            users = self.users[dep]
+            users.add(state)
+            if len(users) == 1:
+                self.sources[dep.source].watch(dep)
+        for dep in state.deps - used:
+            users = self.users[dep]
+            users.discard(state)
+            if not users:
+                del self.users[dep]
+                self.values.pop(dep, None)
+                self.sources[dep.source].unwatch(dep)
+        state.deps = used
+
+    def _request_reload(self, name: str) -> None:
+        """Fire at most once per global `wait.min` window, after a random `splay` (consul-template#1671)."""
+        if name in self._reload_timers or name in self._reloads_due:
+            return  # already coming: this write rides along
+        cfg = self.config.reloaders[name]
+        now = time.monotonic()
+        delay = max(0.0, self._last_reload.get(name, -1e9) + self.config.wait.min - now)
+        delay += random.uniform(0, cfg.splay) if cfg.splay else 0.0
+        if delay <= 0:
+            self._reloads_due[name] = None
+        else:
+            self._reload_timers[name] = asyncio.get_running_loop().call_later(delay, self._reload_ready, name)
+
+    def _reload_ready(self, name: str) -> None:
+        del self._reload_timers[name]
+        self._reloads_due[name] = None
+        self._kick.set()
+
+    async def _reload(self, name: str) -> None:
+        writes = self._unreloaded.pop(name, [])
+        self._last_reload[name] = time.monotonic()
+        if await self._fire(name):
+            return
+        rolled_back = await self._roll_back(writes)
+        if rolled_back:
+            log.warning("rolled back %s after reload %s failed; reloading onto the previous version",
+                        ", ".join(rolled_back), name, extra={"event": "rolled_back", "reloader": name})
+            await self._fire(name)
+
+    async def _fire(self, name: str) -> bool:
+        try:
+            done = await reload.fire(name, self.config.reloaders[name])
+        except ConfsyncError as exc:
+            self.reloads[name]["failed"] += 1
+            log.error("reload %s failed: %s (will retry at the next change)", name, exc,
+                      extra={"event": "reload_failed", "reloader": name})
+            return False
+        self.reloads[name]["ok"] += 1
+        log.info("reload %s: %s", name, done, extra={"event": "reloaded", "reloader": name})
+        return True
+
+    async def _roll_back(self, writes: list[tuple[TemplateState, write.Change]]) -> list[str]:
+        """Put back, for templates with `rollback: true`, the file the app had before these writes."""
+        restored: list[str] = []
+        for state, change in writes:
+            # The first write of a template in the window holds the version to restore. A first
+            # render has none: removing the file would leave the app nothing at its next start.
+            if not state.cfg.rollback or state.name in restored or change.previous is None:
+                continue
+            try:
+                await write.write(self._target(state), change.previous, guard=False)
+            except WriteError as exc:
+                log.error("%s: rollback failed: %s", state.name, exc, extra={"event": "rollback_failed",
+                                                                            "template": state.name})
+                continue
+            restored.append(state.name)
+        return restored
+
+    # -- reports --------------------------------------------------------------------------------
+
+    def waiting(self) -> dict[str, dict[str, str]]:
+        """Templates not rendered yet → the dependencies each waits for, and why."""
+        return {s.name: {str(dep): why for dep, why in s.missing.items()}
+                for s in self.templates if not s.rendered}
+
+    def first_error(self) -> ConfsyncError | None:
+        return next((s.error for s in self.templates if s.error), None)
+
+    def missing_report(self, timeout: float) -> MissingDataError:
+        lines = [f"data still missing after {timeout:g}s:"]
+        for state in self.templates:
+            if state.rendered:
+                continue
+            for dep, why in sorted(state.missing.items(), key=lambda i: str(i[0])):
+                down = self.source_down.get(dep.source)
+                lines.append(f"  source {dep.source}: {dep} {why}" + (f" (source unavailable: {down})"
+                                                                      if down else "")
+                             + f" — needed by {state.cfg.source} → {state.name}")
+        return MissingDataError("\n".join(lines))
+
+
+def _fatal(error: ConfsyncError | None) -> bool:
+    return isinstance(error, TemplateError | WriteError)
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list | tuple):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+def _unified_diff(target: write.Target, new: bytes) -> str:
+    old = write.current(target.destination) or b""
+    name = str(target.destination)
+    if old == new:
+        return ""
+    if target.secret:
+        return f"--- {name} (on disk)\n+++ {name} (rendered)\n<redacted: the file holds secrets>\n"
+    return "".join(difflib.unified_diff(
+        old.decode("utf-8", "replace").splitlines(keepends=True),
+        new.decode("utf-8", "replace").splitlines(keepends=True),
+        fromfile=f"{name} (on disk)", tofile=f"{name} (rendered)",
+    ))
+
+
+def print_to_stdout(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()

@@ -1,0 +1,722 @@
+"""The `vault` source: secrets from HashiCorp Vault (or OpenBao, its API-compatible fork) via hvac.
+
+Templates see one function, `vault.secret(path, **params)`: the secret's fields as a mapping. KV
+secrets (v1, or v2 with its `data.data` unwrapped; the version comes from the mount, asked once per
+mount at `sys/internal/ui/mounts/<path>`) are re-read every `static_secret_interval`. Any other path
+is read, or written with `params` for engines that issue credentials on a write (`pki/issue/web`).
+
+Three clocks run on the event loop, each in its own task; hvac blocks, so every request runs in a
+worker thread of the source's own small pool (not the loop's default one: `close()` must be able to
+let go of a request stuck on a dead server):
+- the token: renewed at 2/3 of its TTL; when a renewal can no longer extend it (max TTL) or fails,
+  a new login. A login pushes nothing: templates that read only KV secrets do not re-render.
+- each leased secret: renewed at 2/3 of its lease while renewal extends it; once it cannot (max TTL
+  reached, not renewable, or a PKI certificate with only an `expiration`), fetched anew at 85–90% of
+  what is left, and pushed. Vault revokes the leases a token created when that token expires, so a
+  new login also fetches anew the leased secrets obtained with the old token.
+- each KV secret: re-read every `static_secret_interval`; an unchanged value is dropped by the runner.
+
+Messages carry paths, HTTP statuses and Vault's own error text: never a token, a secret ID, a JWT
+or a secret's value, and never hvac's exception text (it holds request URLs and bodies).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, fields
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal
+
+from confsync.config import Duration, RelPath
+from confsync.sources import ABSENT, Dep, Functions, Missing, Sink
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ADDRESS = "http://127.0.0.1:8200"  # the Vault CLI's default too
+K8S_JWT = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+RENEW_AT = 2 / 3  # of a TTL: leaves a third for retries if a renewal fails
+REFETCH_AT = (0.85, 0.90)  # of what is left of a lease that cannot be extended; jittered
+MIN_DELAY = 0.2  # s: a TTL of 0 or 1 must not spin
+BACKOFF_MAX = 30.0  # s: between tries to reach (or log in to) a server that is down
+WORKERS = 8  # concurrent requests: enough to fetch many secrets at start-up in one go
+
+
+# -- configuration ------------------------------------------------------------------------------
+
+_METHOD_FIELDS = {
+    "token": set(),
+    "token_file": {"token_file"},
+    "approle": {"role_id", "role_id_file", "secret_id_file", "mount"},
+    "kubernetes": {"role", "jwt_file", "mount"},
+}
+
+
+@dataclass(frozen=True)
+class AuthOptions:
+    """How to get a token. No option takes a secret inline: tokens and secret IDs come from files
+    (or VAULT_TOKEN), so the config file itself never holds one."""
+
+    method: Literal["token", "token_file", "approle", "kubernetes"] = "token"
+    token_file: RelPath | None = None  # token_file
+    role_id: str | None = None  # approle: the role ID is an identifier, not a secret…
+    role_id_file: RelPath | None = None  # …but may come from a file too
+    secret_id_file: RelPath | None = None  # approle; omit for roles with bind_secret_id=false
+    role: str | None = None  # kubernetes
+    jwt_file: RelPath = K8S_JWT  # kubernetes: re-read at every login (the kubelet rotates it)
+    mount: str | None = None  # approle / kubernetes: where the auth method is enabled
+
+    def __post_init__(self) -> None:
+        allowed = _METHOD_FIELDS[self.method]
+        for f in fields(self):
+            if f.name != "method" and f.name not in allowed and getattr(self, f.name) != f.default:
+                raise ValueError(f"{f.name} is not used by auth method {self.method!r}")
+        if self.method == "token_file" and not self.token_file:
+            raise ValueError("auth method 'token_file' needs token_file")
+        if self.method == "approle" and bool(self.role_id) == bool(self.role_id_file):
+            raise ValueError("auth method 'approle' needs exactly one of role_id or role_id_file")
+        if self.method == "kubernetes" and not self.role:
+            raise ValueError("auth method 'kubernetes' needs role")
+
+
+@dataclass(frozen=True)
+class TLSOptions:
+    ca_file: RelPath | None = None  # default: VAULT_CACERT, else the system's CAs
+    verify: bool = True
+    cert_file: RelPath | None = None  # a client certificate, for servers that ask for one
+    key_file: RelPath | None = None
+
+
+@dataclass(frozen=True)
+class VaultOptions:
+    address: str | None = None  # default: VAULT_ADDR, else http://127.0.0.1:8200
+    namespace: str | None = None  # default: VAULT_NAMESPACE
+    auth: AuthOptions = AuthOptions()
+    static_secret_interval: Duration = 300.0
+    timeout: Duration = 10.0  # per request
+    tls: TLSOptions = TLSOptions()
+
+    def __post_init__(self) -> None:
+        if self.address is not None and not re.match(r"https?://[^/]", self.address):
+            raise ValueError(f"address must start with http:// or https://, got {self.address!r}")
+        if self.static_secret_interval <= 0:
+            raise ValueError("static_secret_interval must be more than 0")
+        if self.timeout <= 0:
+            raise ValueError("timeout must be more than 0")
+
+
+# -- what templates see -------------------------------------------------------------------------
+
+
+class VaultFunctions(Functions):
+    """`vault.secret(path, **params)` only: a Vault secret is a set of fields read (or issued)
+    together, and leased as one, so a per-field key() would only hide that."""
+
+    def secret(self, path: str, **params: Any) -> dict[str, Any]:
+        return self._lookup(self._dep("secret", path, **_hashable(params)), ABSENT)  # type: ignore[no-any-return]
+
+    def key(self, path: str, default: Any = ABSENT) -> str:
+        raise TypeError(f"{self._source}.key() does not exist: use {self._source}.secret(path)['field']")
+
+    def tree(self, prefix: str = "") -> dict[str, str]:
+        raise TypeError(f"{self._source}.tree() does not exist: use {self._source}.secret(path)")
+
+    def ls(self, prefix: str = "") -> list[str]:
+        raise TypeError(f"{self._source}.ls() does not exist: use {self._source}.secret(path)")
+
+
+def _hashable(params: dict[str, Any]) -> dict[str, Any]:
+    """A Dep is hashable: lists become tuples (and lists again in the request body)."""
+    out = {}
+    for name, value in params.items():
+        if isinstance(value, list | tuple):
+            value = tuple(value)
+        if not isinstance(value, str | int | float | bool | tuple):
+            raise TypeError(f"secret() parameter {name}: expected a string, number, boolean or list")
+        out[name] = value
+    return out
+
+
+# -- errors -------------------------------------------------------------------------------------
+
+
+class _Problem(Exception):
+    """A request failed; `reason` is safe to log and show."""
+
+    def __init__(self, reason: str, status: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason, self.status = reason, status
+
+
+class _Unreachable(_Problem):
+    """No answer, or the server cannot serve (sealed, standby, overloaded): the source is down."""
+
+
+class _Refused(_Problem):
+    """The server answered, and the answer is no (400, 403, 404, 500…)."""
+
+
+_DOWN_STATUSES = {429, 501, 502, 503}
+_REASONS = {403: "permission denied", 404: "does not exist"}
+
+
+def _problem(exc: BaseException, address: str, redact: tuple[str, ...] = ()) -> _Problem | None:
+    """Map an hvac or requests exception to a clean `_Problem` (None: not a request failure)."""
+    import hvac.exceptions
+    import requests
+
+    if isinstance(exc, requests.Timeout):
+        return _Unreachable(f"{address} did not answer in time")
+    if isinstance(exc, requests.exceptions.SSLError):
+        return _Unreachable(f"TLS handshake with {address} failed")
+    if isinstance(exc, requests.ConnectionError):
+        refused = "refused" in str(exc).lower()
+        return _Unreachable(f"cannot reach {address}" + (": connection refused" if refused else ""))
+    if isinstance(exc, requests.RequestException):  # an address requests cannot use, a bad body…
+        return _Unreachable(f"request to {address} failed ({type(exc).__name__})")
+    if isinstance(exc, hvac.exceptions.VaultError):
+        status = _status_of(exc)
+        detail = _clean_errors(exc.errors, redact)
+        if status in _DOWN_STATUSES:
+            return _Unreachable(f"{address} cannot serve (HTTP {status}{': ' + detail if detail else ''})")
+        reason = _REASONS.get(status or 0, f"refused (HTTP {status})")
+        if detail and detail != reason:
+            reason += f": {detail}"
+        return _Refused(reason, status)
+    return None
+
+
+def _status_of(exc: Any) -> int | None:
+    import hvac.exceptions as e
+
+    for cls, status in ((e.InvalidRequest, 400), (e.Unauthorized, 401), (e.Forbidden, 403),
+                        (e.InvalidPath, 404), (e.PreconditionFailed, 412), (e.RateLimitExceeded, 429),
+                        (e.InternalServerError, 500), (e.VaultNotInitialized, 501), (e.BadGateway, 502),
+                        (e.VaultDown, 503)):
+        if isinstance(exc, cls):
+            return status
+    return None
+
+
+def _clean_errors(errors: Any, redact: tuple[str, ...]) -> str:
+    """Vault's `errors` list, multierror bullets flattened, with request parameter values hidden."""
+    if isinstance(errors, str):
+        errors = [errors]
+    lines: list[str] = []
+    for error in errors or []:
+        bullets = re.findall(r"^\s*\* (.+)$", str(error), re.M)
+        lines.extend(bullets or [line.strip() for line in str(error).splitlines() if line.strip()])
+    text = "; ".join(dict.fromkeys(lines))[:300]
+    for value in redact:
+        if len(value) >= 3:
+            text = text.replace(value, "***")
+    return text
+
+
+# -- secrets as fetched -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Mount:
+    path: str  # with its trailing "/"
+    kv: int  # 0: not KV; else the KV version
+
+
+@dataclass(frozen=True)
+class _Secret:
+    fields: dict[str, Any]
+    lease_id: str = ""
+    ttl: float = 0.0  # seconds left when fetched; 0: not leased (re-read on the static interval)
+    renewable: bool = False
+
+    @property
+    def leased(self) -> bool:
+        return self.ttl > 0
+
+
+def _parse(body: Any, mount: _Mount | None) -> _Secret:
+    if not isinstance(body, dict):  # 204 No Content: a write that returns nothing
+        return _Secret({})
+    data = body.get("data") or {}
+    if mount and mount.kv:
+        return _Secret(dict((data.get("data") or {}) if mount.kv == 2 else data))
+    lease_id = body.get("lease_id") or ""
+    if lease_id:
+        return _Secret(dict(data), lease_id, float(body.get("lease_duration") or 0), bool(body.get("renewable")))
+    expiration = data.get("expiration")  # a PKI certificate issued without a lease
+    if isinstance(expiration, int | float) and not isinstance(expiration, bool) and expiration > 0:
+        return _Secret(dict(data), ttl=max(expiration - time.time(), MIN_DELAY))
+    return _Secret(dict(data))
+
+
+def _kv_path(path: str, mount: _Mount) -> str:
+    """KV v2 keeps data under `<mount>data/`; a path already written that way is kept as is."""
+    rest = path[len(mount.path):]
+    if mount.kv != 2 or rest.startswith("data/"):
+        return path
+    return f"{mount.path}data/{rest}"
+
+
+@dataclass(frozen=True)
+class _TokenLife:
+    ttl: float  # seconds left; 0: never expires (a root token)
+    renewable: bool
+    full: float  # the TTL a renewal asks for: the one the token was created with
+
+
+# -- the source ---------------------------------------------------------------------------------
+
+
+class VaultSource:
+    Options = VaultOptions
+    functions = VaultFunctions
+    secret = True  # templates using it hold secrets: their destinations default to private modes
+
+    def __init__(self, name: str, options: VaultOptions, sink: Sink) -> None:
+        self.name = name
+        self.options = options
+        self.sink = sink
+        self.address = (options.address or os.environ.get("VAULT_ADDR") or DEFAULT_ADDRESS).rstrip("/")
+        self.interval = options.static_secret_interval
+        self._client: Any = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._tasks: dict[Dep, asyncio.Task[None]] = {}
+        self._auth_task: asyncio.Task[None] | None = None
+        self._mounts: dict[str, _Mount] = {}
+        self._ready = asyncio.Event()  # logged in, and the server answers
+        self._check = asyncio.Event()  # a watcher saw trouble: the auth task looks again
+        self._last_token = ""  # the token last logged in with (the client's is "" while none is good)
+        self._token_replaced = asyncio.Event()  # set, then replaced, at each new token
+        self._reconnected = asyncio.Event()  # set, then replaced, when the server is back
+        self._down: str | None = None  # the reason last reported, while down
+        self._denied: dict[Dep, str] = {}  # reasons already logged, so a retry loop logs once
+        self._expiry: dict[Dep, float] = {}  # loop time at which each leased secret expires
+
+    # -- the Source protocol
+
+    async def start(self) -> None:
+        import hvac  # here, not at module level: an unused backend costs no start-up time
+
+        self._executor = ThreadPoolExecutor(WORKERS, thread_name_prefix=f"vault-{self.name}")
+        self._client = hvac.Client(
+            url=self.address, token="", timeout=self.options.timeout, verify=self._verify(),
+            cert=self._client_cert(), namespace=self.options.namespace or os.environ.get("VAULT_NAMESPACE"),
+        )
+        self._auth_task = asyncio.create_task(self._guarded(self._keep_authenticated()),
+                                              name=f"vault:{self.name}:auth")
+
+    def watch(self, dep: Dep) -> None:
+        if dep not in self._tasks:  # every new dep starts at once: their first reads run together
+            self._tasks[dep] = asyncio.create_task(self._guarded(self._follow(dep)), name=f"vault:{dep}")
+
+    def lease_remaining(self) -> dict[str, float]:
+        """Seconds until each leased secret expires, for /metrics."""
+        now = asyncio.get_running_loop().time()
+        return {dep.path: max(0.0, end - now) for dep, end in self._expiry.items()}
+
+    def unwatch(self, dep: Dep) -> None:
+        # The lease is left alone: the application may still use the credential until it expires.
+        task = self._tasks.pop(dep, None)
+        if task:
+            task.cancel()
+        self._denied.pop(dep, None)
+        self._expiry.pop(dep, None)
+
+    async def close(self) -> None:
+        tasks = [t for t in (self._auth_task, *self._tasks.values()) if t]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()
+        if self._executor:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._client:
+            self._client.adapter.close()
+
+    # -- settings from options and the environment
+
+    def _verify(self) -> bool | str:
+        tls = self.options.tls
+        if not tls.verify:
+            return False
+        if tls.ca_file:
+            return str(tls.ca_file)
+        return os.environ.get("VAULT_CACERT") or True
+
+    def _client_cert(self) -> tuple[str, str] | None:
+        tls = self.options.tls
+        if tls.cert_file and tls.key_file:
+            return (str(tls.cert_file), str(tls.key_file))
+        return None
+
+    # -- requests
+
+    async def _call(self, fn: Any, *args: Any, redact: tuple[str, ...] = (), **kwargs: Any) -> Any:
+        """Run one blocking hvac call in a worker thread; its failures come back as `_Problem`s."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, partial(fn, *args, **kwargs))
+        except Exception as exc:
+            problem = _problem(exc, self.address, redact)
+            if problem is None:
+                raise
+            raise problem from None  # hvac's own text holds URLs and bodies: drop it
+
+    # -- connection state
+
+    def _unreachable(self, reason: str) -> None:
+        self._ready.clear()
+        self._check.set()
+        if self._down != reason:
+            self._down = reason
+            self.sink.source_status(self.name, False, reason)
+
+    def _up(self) -> None:
+        if self._down is not None:
+            self._down = None
+            self._mounts.clear()  # a restarted server may mount other engines
+            self.sink.source_status(self.name, True)
+            _fire(self, "_reconnected")
+        self._ready.set()
+
+    async def _token_rejected(self, token: str) -> bool:
+        """After a 403 with `token`: is it the token (expired, revoked) rather than a policy? Then
+        log in again. True when the request is worth retrying."""
+        if self._client.token != token:
+            return True  # replaced meanwhile: retry with the new one
+        try:
+            await self._call(self._client.auth.token.lookup_self)
+        except _Refused as exc:
+            if exc.status != 403:
+                return False
+            if self._client.token == token:  # not already replaced by a concurrent check
+                log.info("source %s: token no longer valid: logging in again", self.name,
+                         extra={"event": "token_invalid", "source": self.name})
+                self._client.token = ""
+                self._ready.clear()
+                self._check.set()
+            return True
+        except _Unreachable as exc:
+            self._unreachable(exc.reason)
+            return True
+        return bool(self._client.token != token)
+
+    # -- the token
+
+    async def _keep_authenticated(self) -> None:
+        import tenacity
+
+        while True:
+            self._check.clear()
+            retrying = tenacity.AsyncRetrying(
+                wait=tenacity.wait_exponential_jitter(initial=0.2, max=BACKOFF_MAX, jitter=0.5),
+                retry=tenacity.retry_if_exception_type(_Problem),
+                before_sleep=self._report_attempt,
+            )
+            async for attempt in retrying:
+                with attempt:
+                    life = await self._authenticate()
+            self._up()
+            await self._keep_token(life)
+
+    def _report_attempt(self, state: Any) -> None:
+        exc = state.outcome.exception()
+        self._ready.clear()
+        if self._down != exc.reason:
+            self._down = exc.reason
+            self.sink.source_status(self.name, False, exc.reason)
+
+    async def _authenticate(self) -> _TokenLife:
+        """Keep the token we have while it is still good (a reconnection); else log in."""
+        if self._client.token:
+            try:
+                return _life_from_lookup(await self._call(self._client.auth.token.lookup_self))
+            except _Refused as exc:
+                if exc.status != 403:
+                    raise
+                log.info("source %s: token no longer valid: logging in again", self.name,
+                         extra={"event": "token_invalid", "source": self.name})
+        return await self._login()
+
+    async def _login(self) -> _TokenLife:
+        auth = self.options.auth
+        if auth.method in ("token", "token_file"):
+            token = self._read_token()
+            self._set_token(token)
+            try:
+                life = _life_from_lookup(await self._call(self._client.auth.token.lookup_self))
+            except _Refused as exc:
+                self._client.token = ""
+                where = auth.token_file if auth.method == "token_file" else "VAULT_TOKEN"
+                raise _Refused(f"the token from {where} was refused: {exc.reason}", exc.status) from None
+        else:
+            response = await self._method_login()
+            self._set_token(response["auth"]["client_token"])
+            life = _life_from_auth(response["auth"])
+        log.info("source %s: logged in (%s; token ttl %s)", self.name, auth.method, _ttl_text(life),
+                 extra={"event": "logged_in", "source": self.name})
+        return life
+
+    def _read_token(self) -> str:
+        auth = self.options.auth
+        if auth.method == "token":
+            token = os.environ.get("VAULT_TOKEN", "").strip()
+            if not token:
+                raise _Refused("auth method 'token' needs VAULT_TOKEN in the environment")
+            return token
+        return _read_file(auth.token_file, "token_file")
+
+    async def _method_login(self) -> Any:
+        auth = self.options.auth
+        if auth.method == "approle":
+            role_id = auth.role_id or _read_file(auth.role_id_file, "role_id_file")
+            secret_id = _read_file(auth.secret_id_file, "secret_id_file") if auth.secret_id_file else None
+            login, kwargs = self._client.auth.approle.login, dict(
+                role_id=role_id, secret_id=secret_id, mount_point=auth.mount or "approle")
+            redact = tuple(v for v in (role_id, secret_id) if v)
+        else:
+            jwt = _read_file(auth.jwt_file, "jwt_file")
+            login, kwargs = self._client.auth.kubernetes.login, dict(
+                role=auth.role, jwt=jwt, mount_point=auth.mount or "kubernetes")
+            redact = (jwt,)
+        try:
+            return await self._call(login, use_token=False, redact=redact, **kwargs)
+        except _Refused as exc:
+            raise _Refused(f"{auth.method} login failed: {exc.reason}", exc.status) from None
+
+    def _set_token(self, token: str) -> None:
+        self._client.token = token
+        if token != self._last_token:  # not the same token read again (token / token_file)
+            self._last_token = token
+            _fire(self, "_token_replaced")  # leases taken with the old token die with it
+
+    async def _keep_token(self, life: _TokenLife) -> None:
+        """Renew the token at 2/3 of its TTL while that extends it; return to log in again (or
+        to look again after a watcher saw trouble)."""
+        loop = asyncio.get_running_loop()
+        extendable = life.renewable
+        while True:
+            if not life.ttl:  # never expires: only trouble wakes us
+                await self._check.wait()
+                return
+            at = RENEW_AT if extendable else random.uniform(*REFETCH_AT)
+            if await _sleep(life.ttl * at, self._check):
+                return
+            if not extendable:
+                log.info("source %s: token reaches its max TTL: logging in again", self.name,
+                         extra={"event": "token_expiring", "source": self.name})
+                self._client.token = ""
+                return
+            start = loop.time()
+            try:
+                renewed = await self._call(self._client.auth.token.renew_self, increment=int(life.full))
+            except _Unreachable as exc:
+                self._unreachable(exc.reason)
+                return
+            except _Refused as exc:
+                log.info("source %s: token renewal refused (%s): logging in again", self.name, exc.reason,
+                         extra={"event": "token_renewal_failed", "source": self.name})
+                self._client.token = ""
+                return
+            life = _life_from_auth(renewed["auth"], full=life.full)
+            if life.ttl:  # counted from when it was asked (0 would mean "never expires")
+                life = _TokenLife(max(life.ttl - (loop.time() - start), MIN_DELAY), life.renewable, life.full)
+            extendable = life.renewable and life.ttl + 1 >= life.full  # shorter than asked: capped
+            log.debug("source %s: token renewed (ttl %s)", self.name, _ttl_text(life),
+                      extra={"event": "token_renewed", "source": self.name})
+
+    # -- the secrets
+
+    async def _follow(self, dep: Dep) -> None:
+        """Deliver `dep` now, then keep it fresh until unwatched."""
+        failures = 0
+        while True:
+            await self._ready.wait()
+            token, token_replaced, reconnected = self._client.token, self._token_replaced, self._reconnected
+            try:
+                secret = await self._fetch(dep)
+            except _Unreachable as exc:
+                self._unreachable(exc.reason)
+                continue
+            except _Refused as exc:
+                if exc.status == 403 and await self._token_rejected(token):
+                    continue
+                failures += 1
+                self._refused(dep, exc.reason)
+                # A new token may carry other policies: try again with it at once.
+                await _sleep(min(2.0 ** (failures - 1), self.interval), reconnected, token_replaced)
+                continue
+            failures = 0
+            if self._denied.pop(dep, None):
+                log.info("source %s: %s readable again", self.name, dep,
+                         extra={"event": "secret_available", "source": self.name, "key": str(dep)})
+            log.debug("source %s: read %s (%s)", self.name, dep, _lease_text(secret),
+                      extra={"event": "secret_read", "source": self.name, "key": str(dep)})
+            self.sink.update(dep, secret.fields)
+            if not secret.leased:
+                await _sleep(self.interval, reconnected)
+            else:
+                await self._keep_lease(dep, secret, token_replaced, reconnected)
+
+    def _refused(self, dep: Dep, reason: str) -> None:
+        self.sink.update(dep, Missing(reason))
+        if self._denied.get(dep) != reason:
+            self._denied[dep] = reason
+            log.warning("source %s: %s %s (retrying)", self.name, dep, reason,
+                        extra={"event": "secret_unavailable", "source": self.name, "key": str(dep)})
+
+    async def _fetch(self, dep: Dep) -> _Secret:
+        mount = await self._mount_of(dep.path)
+        params = {k: list(v) if isinstance(v, tuple) else v for k, v in dep.params}
+        redact = tuple(str(v) for v in params.values())
+        if mount and mount.kv:
+            return _parse(await self._read_kv(dep, mount, params), mount)
+        if params:  # an engine that issues something on a write: pki/issue/<role>, transit…
+            body = await self._call(self._client.adapter.post, f"/v1/{dep.path}", json=params, redact=redact)
+        else:
+            body = await self._call(self._client.adapter.get, f"/v1/{dep.path}")
+        return _parse(body, mount)
+
+    async def _read_kv(self, dep: Dep, mount: _Mount, params: dict[str, Any]) -> Any:
+        # Never a write to KV: parameters there would overwrite the secret itself.
+        query = {}
+        if mount.kv == 2 and set(params) <= {"version"}:
+            query = {k: str(v) for k, v in params.items()}
+        elif params:
+            raise _Refused("KV secrets take no parameters (KV v2: only version)")
+        return await self._call(self._client.adapter.get, f"/v1/{_kv_path(dep.path, mount)}", params=query)
+
+    async def _mount_of(self, path: str) -> _Mount | None:
+        """The mount holding `path`, from the cache or asked once; None when it cannot be told (the
+        read that follows then says why)."""
+        known = [m for p, m in self._mounts.items() if (path + "/").startswith(p)]
+        if known:
+            return max(known, key=lambda m: len(m.path))
+        try:
+            body = await self._call(self._client.adapter.get, f"/v1/sys/internal/ui/mounts/{path}")
+        except _Refused:
+            return None
+        data = (body.get("data") or {}) if isinstance(body, dict) else {}
+        if not data.get("path"):
+            return None
+        kv = 0
+        if data.get("type") in ("kv", "generic"):
+            kv = 2 if str((data.get("options") or {}).get("version")) == "2" else 1
+        mount = _Mount(data["path"], kv)
+        self._mounts[mount.path] = mount
+        return mount
+
+    async def _keep_lease(self, dep: Dep, secret: _Secret, token_replaced: asyncio.Event,
+                          reconnected: asyncio.Event) -> None:
+        """Renew the lease while that extends it; return when the secret must be fetched anew."""
+        loop = asyncio.get_running_loop()
+        start, ttl = loop.time(), secret.ttl
+        self._expiry[dep] = start + ttl
+        extendable = secret.renewable and bool(secret.lease_id)
+        # A lease dies with the token that took it; a certificate without a lease does not.
+        dies_with_token = (token_replaced,) if secret.lease_id else ()
+        while True:
+            if not extendable:
+                left = start + ttl - loop.time()
+                await _sleep(left * random.uniform(*REFETCH_AT), *dies_with_token)
+                return
+            woke = await _sleep(start + ttl * RENEW_AT - loop.time(), token_replaced, reconnected)
+            if woke is token_replaced:
+                return
+            try:
+                renewed = await self._call(self._client.sys.renew_lease, lease_id=secret.lease_id,
+                                           increment=int(secret.ttl))
+            except _Unreachable as exc:
+                self._unreachable(exc.reason)
+                await self._ready.wait()
+                if loop.time() >= start + ttl:
+                    return
+                reconnected = self._reconnected
+                continue
+            except _Refused as exc:  # expired, revoked, or lost by a restarted server
+                log.info("source %s: lease of %s not renewed (%s): fetching it anew", self.name, dep,
+                         exc.reason, extra={"event": "lease_lost", "source": self.name, "key": str(dep)})
+                return
+            start, ttl = loop.time(), float(renewed.get("lease_duration") or 0)
+            self._expiry[dep] = start + ttl
+            # Asked for the full lease and got less: the max TTL is near, renewals cannot help.
+            extendable = bool(renewed.get("renewable")) and ttl >= secret.ttl
+            reconnected = self._reconnected
+            log.debug("source %s: renewed the lease of %s (ttl %gs%s)", self.name, dep, ttl,
+                      "" if extendable else ", at its max TTL: fetched anew before it expires",
+                      extra={"event": "lease_renewed", "source": self.name, "key": str(dep)})
+
+    async def _guarded(self, work: Any) -> None:
+        """A bug in a task must show in the log, not end the task silently."""
+        try:
+            await work
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("source %s: internal error", self.name, extra={"source": self.name})
+            raise
+
+
+# -- small helpers ------------------------------------------------------------------------------
+
+
+def _fire(source: VaultSource, attr: str) -> None:
+    """Wake whoever waits on the event in `attr`, and put a fresh one in its place."""
+    old = getattr(source, attr)
+    setattr(source, attr, asyncio.Event())
+    old.set()
+
+
+async def _sleep(delay: float, *events: asyncio.Event) -> asyncio.Event | None:
+    """Sleep `delay` seconds, or less if one of `events` is set: then return it."""
+    delay = max(delay, MIN_DELAY)
+    if not events:
+        await asyncio.sleep(delay)
+        return None
+    waiters = {asyncio.ensure_future(e.wait()): e for e in events}
+    try:
+        done, _ = await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+    return waiters[next(iter(done))] if done else None
+
+
+def _life_from_lookup(body: Any) -> _TokenLife:
+    data = body.get("data") or {}
+    ttl = float(data.get("ttl") or 0)
+    return _TokenLife(ttl, bool(data.get("renewable")), float(data.get("creation_ttl") or ttl))
+
+
+def _life_from_auth(auth: Any, full: float | None = None) -> _TokenLife:
+    ttl = float(auth.get("lease_duration") or 0)
+    return _TokenLife(ttl, bool(auth.get("renewable")), ttl if full is None else full)
+
+
+def _ttl_text(life: _TokenLife) -> str:
+    if not life.ttl:
+        return "none"
+    return f"{life.ttl:g}s, " + ("renewable" if life.renewable else "not renewable")
+
+
+def _lease_text(secret: _Secret) -> str:
+    if not secret.leased:
+        return "not leased"
+    kind = "renewable" if secret.renewable else "not renewable"
+    return f"lease {secret.ttl:g}s, {kind}" if secret.lease_id else f"expires in {secret.ttl:.0f}s"
+
+
+def _read_file(path: Path | None, option: str) -> str:
+    try:
+        text = Path(path or "").read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise _Refused(f"cannot read {option} {path}: {exc.strerror}") from None
+    if not text:
+        raise _Refused(f"{option} {path} is empty")
+    return text

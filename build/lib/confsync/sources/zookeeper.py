@@ -1,0 +1,603 @@
+"""The `zookeeper` source: a znode's path is a key, its data (UTF-8) the value.
+
+kazoo speaks the protocol on its own threads; everything it reports (replies, watch events,
+connection states) is queued and handed to the event loop in one batch (`_post` → `_drain`), and
+all state below lives on the loop. ZooKeeper watches fire once, so every event is answered with a
+new read that also sets the next watch (read-then-watch in one request: nothing slips between).
+
+What is kept is a mirror of the watched znodes: their data and their children. A dependency's
+value is computed from the mirror, and pushed only when no read that concerns it is in flight,
+so a tree is never delivered half-read.
+
+kazoo drops every watch when the connection drops (it does not replay them with SetWatches), and a
+session expiry drops them on the server too; either way, on reconnection everything watched is
+read again with fresh watches, which also catches the changes made meanwhile. While disconnected
+nothing is pushed: the runner keeps the last-known values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from confsync.config import Duration, RelPath
+from confsync.sources import ABSENT, Dep, Functions, Missing, Sink
+
+log = logging.getLogger(__name__)
+
+# Not connected this long after start: say so (kazoo keeps trying meanwhile and says nothing).
+CONNECT_GRACE = 1.0
+# kazoo's reconnection schedule: exponential from RETRY_FIRST up to RETRY_MAX, ±40% jitter.
+RETRY_FIRST, RETRY_MAX = 0.1, 2.0
+# Values are pushed once no read is in flight, so that a batch (the first reads, the re-reads after
+# a reconnection) lands as one change and each template renders once; a server busy enough to
+# always have a read in flight delays pushes by at most this.
+HOLD_MAX = 0.5
+# Reconnection attempts fail for this many session timeouts: start over with a new client. A server
+# refuses a client that has seen a newer transaction than it has ("client must try another
+# server"), so after a server comes back without its data, the old client would retry for ever;
+# by then our session has expired wherever it was known, so a new one loses nothing.
+FRESH_AFTER_SESSIONS = 2
+
+DATA, CHILDREN = "data", "children"
+Op = Literal["get", "children", "exists", "arm"]
+_READ: dict[str, Op] = {DATA: "get", CHILDREN: "children"}
+# kazoo errors that mean "the connection went away", not "this znode": by name, as kazoo is only
+# imported in start().
+_CONNECTION_ERRORS = ("ConnectionLoss", "SessionExpiredError", "ConnectionClosedError",
+                      "OperationTimeoutError", "AuthFailedError", "SessionMovedError")
+
+
+@dataclass(frozen=True)
+class ZooKeeperAuth:
+    credential_file: RelPath  # holds "user:password"; never logged
+    scheme: Literal["digest"] = "digest"
+
+
+@dataclass(frozen=True)
+class ZooKeeperOptions:
+    hosts: str  # "host:port,host:port"
+    chroot: str | None = None  # every path is relative to it
+    auth: ZooKeeperAuth | None = None
+    session_timeout: Duration = 10.0
+    secret: bool = False  # values are secrets: files 0600 by default, values redacted from diffs and errors
+
+    def __post_init__(self) -> None:
+        parts = [p.strip() for p in self.hosts.split(",")]
+        if not self.hosts.strip() or not all(parts):
+            raise ValueError(f"hosts: expected \"host:port,host:port\", got {self.hosts!r}")
+        if "/" in self.hosts:
+            raise ValueError("hosts: give the chroot in `chroot`, not after the host list")
+        if self.chroot is not None:
+            chroot = "/" + self.chroot.strip("/")
+            if chroot != "/" and _bad_path(chroot.strip("/")):
+                raise ValueError(f"chroot: {_bad_path(chroot.strip('/'))}")
+            object.__setattr__(self, "chroot", None if chroot == "/" else chroot)
+        if self.session_timeout <= 0:
+            raise ValueError("session_timeout must be positive")
+
+
+@dataclass(eq=False)
+class _Watch:
+    """One dependency's bookkeeping: how many reads concerning it are still in flight."""
+
+    dep: Dep
+    pending: int = 0
+
+
+@dataclass(eq=False)
+class _Request:
+    op: Op
+    path: str  # relative to the chroot, without leading "/"; "" is the root
+    aspect: str  # DATA or CHILDREN: which half of the mirror the reply fills in
+    epoch: int  # the connection it was sent on
+    watches: list[_Watch] = field(default_factory=list)
+
+
+class ZooKeeperSource:
+    Options = ZooKeeperOptions
+    functions = Functions
+
+    def __init__(self, name: str, options: ZooKeeperOptions, sink: Sink) -> None:
+        self.name = name
+        self.options = options
+        self.secret = options.secret
+        self.sink = sink
+        self._client: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = threading.Event()  # also wakes kazoo from a reconnection back-off
+        self._credential_text: str | None = None
+        self._starter: asyncio.Task[None] | None = None
+        self._retiring: set[asyncio.Task[None]] = set()  # clients being stopped
+        self._grace: asyncio.TimerHandle | None = None
+        self._fresh: asyncio.TimerHandle | None = None
+        self._connected = False  # pushes allowed: connected and every watch re-armed after it
+        self._epoch = 0  # counts connections; replies from an older one are stale
+        self._inflight = 0  # reads sent on this connection and not answered yet
+        self._hold_since: float | None = None
+        self._down: str | None = None  # the reason last reported, while down
+        # What is watched, by dependency and by path.
+        self._watches: dict[Dep, _Watch] = {}
+        self._keys: dict[str, _Watch] = {}
+        self._lss: dict[str, _Watch] = {}
+        self._trees: dict[str, _Watch] = {}
+        # The mirror: ABSENT for a znode that does not exist, a Missing for one we may not read.
+        self._data: dict[str, bytes | Missing] = {}
+        self._children: dict[str, frozenset[str] | Missing] = {}
+        self._todo: dict[tuple[Op, str, str], None] = {}  # reads to send at the next flush
+        self._flush_soon = False
+        self._dirty: set[_Watch] = set()  # values to push once nothing concerning them is in flight
+        # kazoo's threads → the loop.
+        self._inbox: deque[tuple[Any, ...]] = deque()
+        self._inbox_lock = threading.Lock()
+        self._drain_soon = False
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._grace = self._loop.call_later(CONNECT_GRACE, self._not_connected_yet)
+        self._credential_text = self._credential()
+        if self._credential_text is not None or not self.options.auth:
+            self._connect()
+        else:
+            self._starter = asyncio.create_task(self._connect_when_readable())
+
+    def _connect(self) -> None:
+        """Start kazoo's connection thread; it connects and reconnects on its own from now on."""
+        from kazoo.client import KazooClient
+        from kazoo.handlers.threading import SequentialThreadingHandler
+        from kazoo.retry import KazooRetry
+
+        # One sleep function for the handler and its retry (kazoo insists): an event's wait, so
+        # close() cuts a reconnection back-off short instead of waiting it out.
+        handler = SequentialThreadingHandler()
+        handler.sleep_func = self._closed.wait
+        retry = KazooRetry(max_tries=-1, delay=RETRY_FIRST, backoff=2, max_jitter=0.4, max_delay=RETRY_MAX,
+                           sleep_func=self._closed.wait)
+        hosts = self.options.hosts + (self.options.chroot or "")
+        credential = self._credential_text
+        auth = [(self.options.auth.scheme, credential)] if self.options.auth and credential else None
+        client = KazooClient(hosts=hosts, timeout=self.options.session_timeout, handler=handler,
+                             connection_retry=retry, auth_data=auth, logger=_kazoo_logger())
+        client.add_listener(lambda state: self._post("state", client, state))
+        self._client = client
+        client.start_async()
+
+    def _credential(self) -> str | None:
+        auth = self.options.auth
+        if not auth:
+            return None
+        try:
+            text = Path(auth.credential_file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            self._report_down(f"cannot read auth.credential_file {auth.credential_file}: {why}")
+            return None
+        if ":" not in text:
+            self._report_down(f"auth.credential_file {auth.credential_file} must hold \"user:password\"")
+            return None
+        return text
+
+    async def _connect_when_readable(self) -> None:
+        """The credential file may appear later (a Secret volume being mounted): keep looking."""
+        from tenacity import AsyncRetrying, retry_if_result, wait_random_exponential
+
+        async def read() -> str | None:
+            return self._credential()
+
+        retrying = AsyncRetrying(wait=wait_random_exponential(multiplier=0.5, max=30),
+                                 retry=retry_if_result(lambda found: found is None))
+        self._credential_text = await retrying(read)
+        self._connect()
+
+    def _start_over(self) -> None:
+        """Replace a client that cannot get back in (see FRESH_AFTER_SESSIONS)."""
+        self._fresh = None
+        if self._connected or self._closed.is_set() or self._client is None:
+            return
+        log.warning("zookeeper %s: no server took the connection back for %gs; starting over with a new "
+                    "session", self.name, self.options.session_timeout * FRESH_AFTER_SESSIONS,
+                    extra={"event": "session_reset", "source": self.name})
+        self._retire(self._client)
+        self._connect()
+
+    def _retire(self, client: Any) -> None:
+        task = asyncio.create_task(asyncio.to_thread(_stop, client))  # blocks: not on the loop
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    async def close(self) -> None:
+        self._closed.set()
+        for timer in (self._grace, self._fresh):
+            if timer:
+                timer.cancel()
+        if self._starter:
+            self._starter.cancel()
+            await asyncio.gather(self._starter, return_exceptions=True)
+        if self._client is not None:
+            self._retire(self._client)  # its threads end and its session is closed
+        self._client = None
+        await asyncio.gather(*self._retiring)
+
+    # -- the Source interface -------------------------------------------------------------------
+
+    def watch(self, dep: Dep) -> None:
+        index = self._index(dep.kind)
+        problem = _bad_path(dep.path)
+        if index is None or problem:
+            why = f"invalid znode path {dep.path!r}: {problem}" if problem else f"no {dep.kind}() in zookeeper"
+            asyncio.get_running_loop().call_soon(self.sink.update, dep, Missing(why))
+            return
+        watch = _Watch(dep)
+        self._watches[dep] = watch
+        index[dep.path] = watch
+        self._want_dep(dep)
+        if not self._flush_soon:  # all watch() calls of this tick go out in one batch
+            self._flush_soon = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def unwatch(self, dep: Dep) -> None:
+        watch = self._watches.pop(dep, None)
+        index = self._index(dep.kind)
+        if watch is None or index is None:
+            return
+        del index[dep.path]
+        self._dirty.discard(watch)
+        # Its watches cannot be taken back from the server: they fire once more and are ignored.
+        self._prune(dep.path, subtree=dep.kind == "tree")
+
+    def _index(self, kind: str) -> dict[str, _Watch] | None:
+        return {"key": self._keys, "ls": self._lss, "tree": self._trees}.get(kind)
+
+    # -- kazoo's threads → the loop -------------------------------------------------------------
+
+    def _post(self, *item: Any) -> None:
+        """Any thread: queue `item` for the loop; one wake-up serves a whole burst."""
+        if self._closed.is_set() or self._loop is None:
+            return
+        self._inbox.append(item)
+        with self._inbox_lock:
+            if self._drain_soon:
+                return
+            self._drain_soon = True
+        try:
+            self._loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:
+            pass  # the loop is gone: we are shutting down
+
+    def _on_watch(self, event: Any) -> None:
+        if event.path is not None and event.type != "NONE":  # NONE: kazoo dropping its watches
+            self._post("event", event.type, event.path)
+
+    def _drain(self) -> None:
+        with self._inbox_lock:
+            self._drain_soon = False
+        while self._inbox:
+            kind, *args = self._inbox.popleft()
+            if self._closed.is_set():
+                return
+            if kind == "result":
+                self._result(*args)
+            elif kind == "event":
+                self._event(*args)
+            else:
+                self._state(*args)
+        self._flush()
+
+    # -- connection states ----------------------------------------------------------------------
+
+    def _state(self, client: Any, state: str) -> None:
+        if client is not self._client:
+            return  # a retired client saying goodbye
+        if state == "CONNECTED":
+            self._epoch += 1
+            self._connected = True
+            self._inflight = 0  # whatever was in flight is lost with the old connection
+            for watch in self._watches.values():
+                watch.pending = 0
+            for timer in (self._grace, self._fresh):
+                if timer:
+                    timer.cancel()
+            self._fresh = None
+            if self._down is not None:
+                self._down = None
+                self.sink.source_status(self.name, True)
+            # kazoo forgot every watch when the connection dropped: read everything again.
+            log.debug("zookeeper %s connected: reading %d dependencies", self.name, len(self._watches),
+                      extra={"event": "source_connected", "source": self.name})
+            self._want_all()
+            return
+        self._connected = False
+        if self._fresh is None and self._epoch:
+            delay = self.options.session_timeout * FRESH_AFTER_SESSIONS
+            self._fresh = asyncio.get_running_loop().call_later(delay, self._start_over)
+        if state == "SUSPENDED":
+            self._report_down(f"lost the connection to ZooKeeper at {self.options.hosts}; reconnecting")
+        elif self._client is not None and str(self._client.client_state) == "AUTH_FAILED":
+            self._report_down("ZooKeeper refused the credentials (AUTH_FAILED)")
+        else:
+            log.info("zookeeper %s: session expired; reconnecting with a new session", self.name,
+                     extra={"event": "session_expired", "source": self.name})
+            self._report_down("ZooKeeper session expired; reconnecting with a new session")
+
+    def _not_connected_yet(self) -> None:
+        if not self._connected and self._down is None:
+            self._report_down(f"cannot connect to ZooKeeper at {self.options.hosts} yet; retrying")
+
+    def _report_down(self, reason: str) -> None:
+        self._down = reason
+        self.sink.source_status(self.name, False, reason)
+
+    # -- what to read ---------------------------------------------------------------------------
+
+    def _want_dep(self, dep: Dep) -> None:
+        self._want("get" if dep.kind == "key" else "children", dep.path, DATA if dep.kind == "key" else CHILDREN)
+
+    def _want_all(self) -> None:
+        for dep in self._watches:
+            self._want_dep(dep)
+        for path in list(self._data):
+            if self._wanted(path, DATA):
+                self._want("get", path, DATA)
+        for path in list(self._children):
+            if self._wanted(path, CHILDREN):
+                self._want("children", path, CHILDREN)
+
+    def _want(self, op: Op, path: str, aspect: str) -> None:
+        self._todo[(op, path, aspect)] = None
+
+    def _wanted(self, path: str, aspect: str) -> bool:
+        if aspect == DATA and path in self._keys:
+            return True
+        if aspect == CHILDREN and (path in self._lss or path in self._trees):
+            return True
+        return self._in_tree(path)
+
+    def _in_tree(self, path: str) -> bool:
+        """Strictly under a watched tree, and listed by every parent down to it."""
+        while path:
+            parent, _, name = path.rpartition("/")
+            listed = self._children.get(parent)
+            if not isinstance(listed, frozenset) or name not in listed:
+                return False
+            if parent in self._trees:
+                return True
+            path = parent
+        return False
+
+    def _related(self, path: str, aspect: str) -> list[_Watch]:
+        """The watches whose value a read of `path` feeds."""
+        found = [w for w in (self._keys.get(path) if aspect == DATA else self._lss.get(path),) if w]
+        ancestor = path
+        while True:
+            if ancestor in self._trees:
+                found.append(self._trees[ancestor])
+            if not ancestor:
+                return found
+            ancestor = ancestor.rpartition("/")[0]
+
+    # -- sending reads --------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        """Send the reads wanted, then push what is complete."""
+        self._flush_soon = False
+        todo, self._todo = self._todo, {}
+        if self._connected and self._client is not None:
+            for op, path, aspect in todo:
+                self._send(op, path, aspect)
+        self._push()
+
+    def _send(self, op: Op, path: str, aspect: str) -> None:
+        request = _Request(op, path, aspect, self._epoch, self._related(path, aspect) if op != "arm" else [])
+        self._inflight += 1
+        for watch in request.watches:
+            watch.pending += 1
+        zpath = "/" + path
+        client, watcher = self._client, self._on_watch
+        if op == "get":
+            result = client.get_async(zpath, watch=watcher)
+        elif op == "children":
+            result = client.get_children_async(zpath, watch=watcher)
+        else:  # exists: learn that an absent znode appears; arm: be told of a change we may not read
+            result = client.exists_async(zpath, watch=watcher)
+        result.rawlink(lambda done: self._post("result", request, done))
+
+    # -- replies and events ---------------------------------------------------------------------
+
+    def _result(self, request: _Request, result: Any) -> None:
+        if request.epoch != self._epoch:
+            return  # sent on a connection since lost: the reconnection read it again
+        self._inflight -= 1
+        for watch in request.watches:
+            watch.pending -= 1
+            self._dirty.add(watch)
+        if request.op == "arm":
+            return
+        error = result.exception
+        if error is not None and type(error).__name__ in _CONNECTION_ERRORS:
+            self._connected = False  # hold pushes: the state change and a full re-read follow
+            return
+        if not self._wanted(request.path, request.aspect):
+            return  # unwatched meanwhile
+        if request.op == "exists":
+            if error is None and result.value is not None:
+                self._want(_READ[request.aspect], request.path, request.aspect)  # it appeared meanwhile
+            else:
+                self._store(request.path, request.aspect, ABSENT if error is None else _why(error))
+        elif error is None:
+            value = result.value
+            self._store(request.path, request.aspect, (value[0] or b"") if request.op == "get" else value)
+        elif type(error).__name__ == "NoNodeError":
+            # A failed read sets no watch; `exists` does, and answers whether it appeared meanwhile.
+            self._want("exists", request.path, request.aspect)
+        else:
+            self._store(request.path, request.aspect, _why(error))
+            self._want("arm", request.path, request.aspect)
+
+    def _store(self, path: str, aspect: str, value: Any) -> None:
+        if aspect == DATA:
+            self._data[path] = value
+            return
+        if isinstance(value, list):
+            if not path and not self.options.chroot:
+                value = [n for n in value if n != "zookeeper"]  # the server's own, not configuration
+            value = frozenset(value)
+        before = self._children.get(path)
+        self._children[path] = value
+        if isinstance(before, frozenset):
+            for gone in before - (value if isinstance(value, frozenset) else frozenset()):
+                self._prune(_join(path, gone), subtree=True)
+        if isinstance(value, frozenset) and (path in self._trees or self._in_tree(path)):
+            for name in value:  # a tree reads every znode under it, new ones as they appear
+                child = _join(path, name)
+                if child not in self._data:
+                    self._want("get", child, DATA)
+                if child not in self._children:
+                    self._want("children", child, CHILDREN)
+
+    def _event(self, kind: str, zpath: str) -> None:
+        path = zpath.strip("/")
+        if kind == "CHANGED":
+            aspects = [DATA] + ([CHILDREN] if isinstance(self._children.get(path), Missing) else [])
+        elif kind == "CHILD":
+            aspects = [CHILDREN]
+        else:  # CREATED, DELETED
+            aspects = [DATA, CHILDREN]
+        for aspect in aspects:
+            if self._wanted(path, aspect):
+                self._want(_READ[aspect], path, aspect)
+
+    def _prune(self, top: str, subtree: bool) -> None:
+        """Forget what is no longer watched at `top` (and under it), so it is read afresh if it is
+        watched again: its server-side watch may fire unseen meanwhile."""
+        under = top + "/" if top else ""
+        for mirror, aspect in ((self._data, DATA), (self._children, CHILDREN)):
+            if subtree:
+                paths = [p for p in mirror if p == top or p.startswith(under)]
+            else:
+                paths = [top] if top in mirror else []
+            for path in [p for p in paths if not self._wanted(p, aspect)]:
+                del mirror[path]
+
+    # -- pushing values -------------------------------------------------------------------------
+
+    def _push(self) -> None:
+        if not self._connected or self._holding():
+            return
+        ready = [w for w in self._dirty if w.pending == 0]
+        for watch in ready:
+            self._dirty.discard(watch)
+            if self._watches.get(watch.dep) is not watch:
+                continue
+            value = self._value(watch.dep)
+            if value is not None:
+                self.sink.update(watch.dep, value)
+
+    def _holding(self) -> bool:
+        if not self._inflight:
+            self._hold_since = None
+            return False
+        now = asyncio.get_running_loop().time()
+        if self._hold_since is None:
+            self._hold_since = now
+        return now - self._hold_since < HOLD_MAX
+
+    def _value(self, dep: Dep) -> Any:
+        """`dep`'s value from the mirror; None while a part of it is still unknown."""
+        if dep.kind == "key":
+            return _text(self._data.get(dep.path))
+        children = self._children.get(dep.path)
+        if children is None or isinstance(children, Missing):
+            return children if children is not ABSENT else ([] if dep.kind == "ls" else {})
+        if dep.kind == "ls":
+            return sorted(children)
+        tree: dict[str, str] = {}
+        problem = self._walk(dep.path, len(dep.path) + 1 if dep.path else 0, children, tree)
+        if problem is _INCOMPLETE:
+            return None
+        return tree if problem is None else problem
+
+    def _walk(self, path: str, cut: int, children: frozenset[str], into: dict[str, str]) -> Missing | None:
+        """Fill `into` from the znodes under `path`; a Missing if one of them cannot be had.
+
+        A znode is an entry when it has no children or when its data is not empty: a znode
+        that only holds others (the usual "directory", made by `create -p`) is not.
+        """
+        for name in sorted(children):
+            child = _join(path, name)
+            data, below = self._data.get(child), self._children.get(child)
+            if data is None or below is None:
+                return _INCOMPLETE
+            if data is ABSENT or below is ABSENT:
+                continue  # deleted just now; its parent's change is on its way
+            for part in (data, below):
+                if isinstance(part, Missing):
+                    return Missing(f"cannot read znode {child[cut:]!r} of the tree: {part.reason}")
+            assert isinstance(data, bytes) and isinstance(below, frozenset)
+            if data or not below:
+                text = _text(data)
+                if isinstance(text, Missing):
+                    return Missing(f"znode {child[cut:]!r} of the tree: {text.reason}")
+                into[child[cut:]] = text
+            problem = self._walk(child, cut, below, into)
+            if problem is not None:
+                return problem
+        return None
+
+
+_INCOMPLETE = Missing("(still being read)")  # internal: the tree is not complete yet
+
+
+def _text(data: bytes | Missing | None) -> Any:
+    if not isinstance(data, bytes):
+        return data
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return Missing(f"znode data is not UTF-8 text ({exc.reason} at byte {exc.start})")
+
+
+def _why(error: BaseException) -> Missing:
+    name = type(error).__name__
+    if name == "NoAuthError":
+        return Missing("permission denied by the znode's ACL (check auth)")
+    return Missing(f"ZooKeeper error {name}")
+
+
+def _join(parent: str, name: str) -> str:
+    return f"{parent}/{name}" if parent else name
+
+
+def _bad_path(path: str) -> str | None:
+    if not path:
+        return None
+    # ZooKeeper's PathUtils.validatePath refuses these code points.
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F or 0xD800 <= ord(c) <= 0xF8FF or ord(c) >= 0xFFF0
+           for c in path):
+        return "contains a character ZooKeeper does not allow in paths"
+    if any(part in ("", ".", "..") for part in path.split("/")):
+        return "path parts may not be empty, '.' or '..'"
+    return None
+
+
+def _kazoo_logger() -> logging.Logger:
+    # kazoo warns at every failed reconnection attempt, which our source_down already says; at
+    # debug it logs requests and replies, i.e. the credential and values: never below WARNING,
+    # and WARNING only when confsync itself is at debug.
+    kazoo_log = logging.getLogger(f"{__name__}.kazoo")
+    kazoo_log.setLevel(logging.WARNING if log.isEnabledFor(logging.DEBUG) else logging.ERROR)
+    return kazoo_log
+
+
+def _stop(client: Any) -> None:
+    try:
+        client.stop()
+        client.close()
+    except Exception as exc:  # kazoo gives up on a connection thread that would not end in time
+        log.warning("a ZooKeeper client did not stop cleanly: %s", exc)

@@ -1,0 +1,281 @@
+"""Atomic writes: a reader of the destination sees the old file or the new one, never a part of one.
+
+Temp file in the destination's directory (so the rename stays on one filesystem), write, fsync,
+chmod/chown, optional `check` on the staged file, `os.replace`, fsync the directory (so the rename
+itself survives a crash: consul-template does not do this last step). Identical bytes: no write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import shlex
+import stat
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from confsync.errors import WriteError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODE = 0o644
+SECRET_MODE = 0o600
+
+
+@dataclass(frozen=True)
+class Target:
+    destination: Path
+    perms: int | None = None  # None: keep the existing file's mode, else DEFAULT_MODE
+    create_dirs: bool = True
+    backup: bool = False
+    check: str | None = None  # shell command; `{staged}` is replaced by the staged file's path
+    check_timeout: float = 60.0
+    min_bytes: int = 1
+    max_shrink: float | None = None  # a fraction: 0.5 refuses losing more than half the bytes
+    allow_shrink: bool = False
+    format: Literal["json", "yaml", "toml"] | None = None
+    allowed_roots: tuple[Path, ...] = ()  # empty: the destination's own directory
+    secret: bool = False  # holds a secret: 0600 unless perms say otherwise, .bak never readable by others
+
+    def mode(self, existing: int | None) -> int:
+        if self.perms is not None:
+            return self.perms
+        if self.secret:
+            return SECRET_MODE
+        return DEFAULT_MODE if existing is None else existing
+
+
+@dataclass(frozen=True)
+class Change:
+    """What a write replaced: the previous bytes (None: there was no file), for rollback."""
+
+    previous: bytes | None
+
+
+class RefusedError(WriteError):
+    """A guard refused the render; the live file was left as it was."""
+
+
+def current(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise WriteError(f"{path}: cannot read the current file: {exc.strerror}") from None
+
+
+async def write(target: Target, data: bytes, *, guard: bool = True) -> Change | None:
+    """Put `data` at `target.destination`; None when the file already held exactly that.
+
+    `guard=False` is for rollback, which restores bytes that were live a moment ago.
+    """
+    dest = target.destination
+    _check_inside_roots(target)
+    old = current(dest)
+    if old == data:
+        return None
+    if guard:
+        _check_guards(target, data, old)
+    staged = _stage(target, data, old is not None)
+    try:
+        if guard and target.format:
+            _check_format(target, data)
+        if guard and target.check:
+            await _check(target, staged)
+        backup = _link_backup(dest) if target.backup and old is not None else None
+        _replace(staged, dest)
+        if backup:
+            _finish_backup(target, backup)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(staged)
+        raise
+    return Change(previous=old)
+
+
+def _check_inside_roots(target: Target) -> None:
+    """Refuse a destination that resolves, through `..` or symlinks, outside the allowed roots."""
+    dest = target.destination
+    roots = target.allowed_roots or (Path(os.path.normpath(dest.parent)),)
+    real = os.path.realpath(dest)
+    for root in roots:
+        real_root = os.path.realpath(root)
+        if real == real_root or real.startswith(real_root.rstrip("/") + "/"):
+            return
+    raise RefusedError(f"{dest}: resolves to {real}, outside the allowed roots "
+                       f"({', '.join(map(str, roots))}); refused")
+
+
+def _check_guards(target: Target, data: bytes, old: bytes | None) -> None:
+    dest = target.destination
+    if old is None:
+        return  # nothing good to protect yet
+    if len(data) < target.min_bytes:
+        raise RefusedError(f"{dest}: render is {len(data)} bytes, under min_bytes={target.min_bytes}; "
+                           "kept the current file")
+    if target.max_shrink is not None and not target.allow_shrink and old:
+        shrink = (len(old) - len(data)) / len(old)
+        if shrink > target.max_shrink:
+            raise RefusedError(f"{dest}: render would shrink the file by {shrink:.0%} ({len(old)} → "
+                               f"{len(data)} bytes), over max_shrink={target.max_shrink:.0%}; kept the "
+                               "current file (use --force or allow_shrink to accept)")
+
+
+def _check_format(target: Target, data: bytes) -> None:
+    try:
+        text = data.decode("utf-8")
+        if target.format == "json":
+            import json
+
+            json.loads(text)
+        elif target.format == "yaml":
+            import yaml
+
+            yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        else:
+            import tomllib
+
+            tomllib.loads(text)
+    except Exception as exc:  # the parsers' errors carry line and column, never our values
+        raise RefusedError(f"{target.destination}: render is not valid {target.format}: "
+                           f"{_first_line(exc)}; kept the current file") from None
+
+
+def _first_line(exc: Exception) -> str:
+    """Parser messages: position only. YAML's may quote the offending line, which could be secret."""
+    mark = getattr(exc, "problem_mark", None)
+    if mark is not None:
+        return f"{getattr(exc, 'problem', 'syntax error')} at line {mark.line + 1}, column {mark.column + 1}"
+    if hasattr(exc, "lineno"):
+        return f"{getattr(exc, 'msg', 'syntax error')} at line {exc.lineno}, column {getattr(exc, 'colno', '?')}"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _stage(target: Target, data: bytes, exists: bool) -> Path:
+    dest = target.destination
+    try:
+        if target.create_dirs:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise WriteError(f"{dest}: cannot create a file in {dest.parent}: {exc.strerror}") from None
+    staged = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        _copy_ownership(target, staged, exists)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(staged)
+        raise WriteError(f"{dest}: cannot write the new version: {exc.strerror}") from None
+    return staged
+
+
+def _copy_ownership(target: Target, staged: Path, exists: bool) -> None:
+    existing = None
+    if exists:
+        st = os.stat(target.destination)
+        existing = stat.S_IMODE(st.st_mode)
+        if os.geteuid() == 0:  # keep the owner the app expects; only root can give files away
+            os.chown(staged, st.st_uid, st.st_gid)
+    os.chmod(staged, target.mode(existing))
+
+
+async def _check(target: Target, staged: Path) -> None:
+    command = target.check.replace("{staged}", shlex.quote(str(staged)))  # type: ignore[union-attr]
+    proc = await asyncio.create_subprocess_shell(
+        command, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        output, _ = await asyncio.wait_for(proc.communicate(), target.check_timeout)
+    except TimeoutError:
+        _kill_group(proc.pid)
+        await proc.wait()
+        raise WriteError(f"{target.destination}: check timed out after {target.check_timeout:g}s: "
+                         f"{target.check}") from None
+    except asyncio.CancelledError:
+        _kill_group(proc.pid)
+        raise
+    if proc.returncode != 0:
+        text = output.decode("utf-8", "replace").strip()
+        raise WriteError(f"{target.destination}: check failed (exit {proc.returncode}): {target.check}"
+                         + (f"\n{text}" if text else ""))
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, 9)
+
+
+def _link_backup(dest: Path) -> Path:
+    """A hard link to the live file, taken before the replace: it becomes `<destination>.bak`."""
+    tmp = dest.with_name(f".{dest.name}.bak.tmp")
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        os.link(dest, tmp)
+    except OSError as exc:
+        raise WriteError(f"{dest}: cannot keep a backup: {exc.strerror}") from None
+    return tmp
+
+
+def _finish_backup(target: Target, tmp: Path) -> None:
+    bak = target.destination.with_name(target.destination.name + ".bak")
+    try:
+        if target.secret:  # the old inode is no longer live: tightening it cannot affect the app
+            os.chmod(tmp, stat.S_IMODE(os.stat(tmp).st_mode) & 0o700)
+        os.replace(tmp, bak)
+    except OSError as exc:
+        log.warning("%s: could not keep the backup: %s", target.destination, exc.strerror)
+
+
+_warned_ebusy: set[Path] = set()
+
+
+def _replace(staged: Path, dest: Path) -> None:
+    try:
+        os.replace(staged, dest)
+    except OSError as exc:
+        if exc.errno != errno.EBUSY:
+            raise WriteError(f"{dest}: cannot replace the file: {exc.strerror}") from None
+        _write_in_place(staged, dest)
+        return
+    fsync_dir(dest.parent)
+
+
+def _write_in_place(staged: Path, dest: Path) -> None:
+    """A single file bind-mounted into a container cannot be renamed over (EBUSY): rewrite it in
+    place. Not atomic, so a reader may see a partial file: the log says so, once per file."""
+    if dest not in _warned_ebusy:
+        _warned_ebusy.add(dest)
+        log.warning("%s is a mount point (EBUSY on rename): writing in place, which is not atomic; "
+                    "mount the directory instead", dest, extra={"event": "in_place_write"})
+    try:
+        data = staged.read_bytes()
+        with open(dest, "r+b") as fh:
+            fh.write(data)
+            fh.truncate()
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        raise WriteError(f"{dest}: cannot write in place: {exc.strerror}") from None
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(staged)
+
+
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
