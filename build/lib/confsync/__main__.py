@@ -1,3 +1,0 @@
-from confsync.cli import main
-
-main()
