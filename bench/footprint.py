@@ -44,7 +44,7 @@ def measure(backend: Backend, workdir: Path, window: float, settle: float) -> di
                 "threads": after.threads,
                 "fds": procs.fd_count(daemon.pid),
                 "backend_connections": procs.connections(daemon.pid, backend.ports()) if backend.ports() else 0,
-                "tcp_connections": procs.all_connections(daemon.pid),
+                "tcp_connections": procs.connections(daemon.pid),
             }
         return result
     finally:

@@ -64,8 +64,8 @@ def _socket_inodes(pid: int) -> set[str]:
     return inodes
 
 
-def connections(pid: int, ports: set[int]) -> int:
-    """Established TCP connections of `pid` to any of `ports` on the loopback (IPv4 and IPv6)."""
+def connections(pid: int, ports: set[int] | None = None) -> int:
+    """Established TCP connections of `pid` (IPv4 and IPv6): to any of `ports`, or to anything."""
     inodes = _socket_inodes(pid)
     count = 0
     for table in ("tcp", "tcp6"):
@@ -76,19 +76,6 @@ def connections(pid: int, ports: set[int]) -> int:
         for line in lines:
             cols = line.split()
             remote_port = int(cols[2].rsplit(":", 1)[1], 16)
-            if cols[3] == "01" and cols[9] in inodes and remote_port in ports:  # 01 = ESTABLISHED
+            if cols[3] == "01" and cols[9] in inodes and (ports is None or remote_port in ports):  # 01 = ESTABLISHED
                 count += 1
-    return count
-
-
-def all_connections(pid: int) -> int:
-    """Every established TCP connection the process holds, whatever the peer."""
-    inodes = _socket_inodes(pid)
-    count = 0
-    for table in ("tcp", "tcp6"):
-        try:
-            lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
-        except FileNotFoundError:
-            continue
-        count += sum(1 for line in lines if line.split()[3] == "01" and line.split()[9] in inodes)
     return count
