@@ -12,10 +12,8 @@ import os
 import shutil
 import signal
 import socket
-import statistics
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -358,37 +356,7 @@ def test_an_unwatched_znode_is_not_watched_again(project, tmp_path, zk, writer, 
         assert watched(zk, ns) == {f"{ns}/mode", f"{ns}/b"}
 
 
-# -- performance: measured and printed (pytest -s); the bounds are loose, for a loaded CI box ----
-
-
-def test_propagation_latency_and_idle_cpu(project, tmp_path, zk, writer, ns):
-    put(writer, f"{ns}/v", "0")
-    cfg = project(zk_config(zk, ns, "  - {source: t.j2, destination: out/t}"), {"t.j2": "{{ zk.key('v') }}"})
-    out = tmp_path / "out/t"
-    with Daemon("-c", str(cfg)) as daemon:
-        daemon.wait_event("written")
-        latencies = []
-        for i in range(1, 41):
-            writer.set(f"{ns}/v", str(i).encode())
-            acked = time.perf_counter()
-            while out.read_text() != str(i):
-                time.sleep(0.0002)
-            latencies.append(time.perf_counter() - acked)
-        ticks = os.sysconf("SC_CLK_TCK")
-        before, t0 = _cpu_seconds(daemon.proc.pid, ticks), time.monotonic()
-        time.sleep(3)  # measuring idleness: nothing to wait for but time
-        idle = (_cpu_seconds(daemon.proc.pid, ticks) - before) / (time.monotonic() - t0)
-    latencies.sort()
-    p50, p90 = statistics.median(latencies), latencies[int(len(latencies) * 0.9)]
-    print(f"\nzookeeper propagation write-ack → file: p50 {p50 * 1000:.1f} ms, p90 {p90 * 1000:.1f} ms, "
-          f"max {latencies[-1] * 1000:.1f} ms; idle CPU {idle * 100:.2f}%")
-    assert p50 < 0.05
-    assert idle < 0.02
-
-
-def _cpu_seconds(pid: int, ticks: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / ticks
+# -- scale (speed itself is measured in bench/, not asserted here) ---------------------------
 
 
 def test_once_with_100_templates_of_10_keys(project, tmp_path, zk, writer, ns):
@@ -403,13 +371,7 @@ def test_once_with_100_templates_of_10_keys(project, tmp_path, zk, writer, ns):
                  for t in range(100)}
     listed = "\n".join(f"  - {{source: t/{t}.j2, destination: out/{t}.conf}}" for t in range(100))
     cfg = project(zk_config(zk, ns, listed), templates)
-    timings = []
-    for _ in range(3):
-        started = time.perf_counter()
-        result = confsync("once", "-c", str(cfg))
-        timings.append(time.perf_counter() - started)
-        assert result.returncode == 0, result.stderr
-    assert (tmp_path / "out/42.conf").read_text().splitlines()[3] == "k3=42.3"
-    print(f"\nconfsync once, 100 templates × 10 zookeeper keys: best {min(timings) * 1000:.0f} ms "
-          f"(runs: {', '.join(f'{t * 1000:.0f}' for t in timings)} ms)")
-    assert min(timings) < 3.0
+    result = confsync("once", "-c", str(cfg))
+    assert result.returncode == 0, result.stderr
+    assert all((tmp_path / f"out/{t}.conf").read_text() == "".join(f"k{i}={t}.{i}\n" for i in range(10))
+               for t in range(100))
