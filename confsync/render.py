@@ -7,12 +7,10 @@ output of such a render is thrown away.
 
 from __future__ import annotations
 
-import base64
-import json
 import os
 import stat
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from typing import Any
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from confsync import filters
 from confsync.errors import TemplateError
 from confsync.sources import PLACEHOLDERS, Dep, Functions, Missing
 
@@ -30,33 +29,6 @@ class Result:
     used: set[Dep] = field(default_factory=set)
     missing: dict[Dep, str] = field(default_factory=dict)  # dep → why (never a value)
     error: TemplateError | None = None
-
-
-def _to_json(value: Any, indent: int | None = None, sort_keys: bool = True) -> str:
-    return json.dumps(_plain(value), indent=indent, sort_keys=sort_keys)
-
-
-def _to_yaml(value: Any) -> str:
-    import yaml
-
-    return yaml.safe_dump(_plain(value), default_flow_style=False, sort_keys=True)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _b64encode(value: str | bytes) -> str:
-    data = value.encode() if isinstance(value, str) else value
-    return base64.b64encode(data).decode("ascii")
-
-
-def _b64decode(value: str) -> str:
-    return base64.b64decode(value).decode("utf-8")
 
 
 CACHE_VARIABLE = "CONFSYNC_TEMPLATE_CACHE"
@@ -93,8 +65,9 @@ def make_environment(search_path: list[Path], env_allow: frozenset[str] | None =
         auto_reload=False,
         bytecode_cache=_bytecode_cache(),
     )
-    env.filters.update(to_json=_to_json, to_yaml=_to_yaml, from_json=json.loads,
-                       b64encode=_b64encode, b64decode=_b64decode)
+    env.filters.update(filters.FILTERS)
+    env.tests.update(filters.TESTS)
+    env.globals.update(filters.GLOBALS)
 
     def env_var(name: str, default: str | None = None) -> str | None:
         if env_allow is not None and name not in env_allow:
