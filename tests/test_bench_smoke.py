@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.helpers import ROOT, cli_env
 
 
@@ -38,3 +40,22 @@ def test_quick_bench_on_the_files_source(tmp_path):
 
     assert results["detector"]["p50_ms"] > 0
     assert {t["target"] for t in results["targets"]} >= {"files: change → file p50"}
+
+
+@pytest.mark.vault
+def test_peer_harness_renders_the_same_files_as_confsync(tmp_path):
+    """bench.peers: OpenBao Agent and confsync, one template each way, the same bytes on disk."""
+    from bench.backends import running
+    from bench.peers import OpenBaoAgent, Project, one_shot, propagation
+
+    peer = OpenBaoAgent(None)
+    peer.check()
+    with running("vault") as backend:
+        backend.interval = 1.0
+        project = Project(tmp_path / "p", backend, templates=2)
+        project.seed()
+        result = one_shot(peer, project, backend, runs=1)  # raises unless both wrote the right content
+        assert result["confsync_ms"] > 0 and result["peer_ms"] > 0
+        assert result["confsync_renders_per_template"]["renders"] >= 1
+        moved = propagation(peer, project, backend, writes=1, rounds=2)
+    assert moved["peer"]["n"] == 2 and moved["confsync"]["n"] == 2
