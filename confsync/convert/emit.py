@@ -1,0 +1,614 @@
+"""Go template tree → Jinja2 text that renders the same bytes, or the refusals that prevent it.
+
+The translation is typed (values.py): the emitter knows what each expression is, so it prints,
+compares and iterates it the way Go would, and refuses what it cannot match. Go's `{{-`/`-}}`
+become Jinja2's `-` markers where Jinja2 would strip exactly the same characters; elsewhere the
+text is written already trimmed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from confsync.convert import functions
+from confsync.convert.gotemplate import (
+    Action,
+    Arg,
+    Branch,
+    Call,
+    Command,
+    Dot,
+    Field,
+    GoSyntaxError,
+    Ident,
+    Literal,
+    Node,
+    Paren,
+    Parsed,
+    Pipe,
+    Pos,
+    Text,
+    Unsupported,
+    Variable,
+    parse,
+)
+from confsync.convert.values import GO_PRINTED, PRINTABLE, Refusal, Value, jinja_string, literal
+
+RESERVED = {"consul", "vault", "env", "loop", "range", "dict", "lipsum", "cycler", "joiner", "namespace", "self",
+            "super", "varargs", "kwargs", "caller", "true", "false", "none", "True", "False", "None", "and", "or",
+            "not", "in", "is", "if", "else", "elif", "for", "recursive", "import", "from", "as", "with", "without",
+            "context", "ignore", "missing", "block", "extends", "macro", "call", "set", "filter", "raw", "include"}
+
+_KV_V2 = re.compile(r"^[^/]+/data/.")  # a KV v2 read written the way consul-template reads it
+
+
+@dataclass
+class _Tag:
+    open: str  # "{%" or "{{"
+    body: str
+    strip_before: bool = False
+    strip_after: bool = False
+
+    def text(self) -> str:
+        close = "%}" if self.open == "{%" else "}}"
+        return f"{self.open}{'-' if self.strip_before else ''} {self.body} {'-' if self.strip_after else ''}{close}"
+
+
+@dataclass
+class _Var:
+    value: Value
+    loop_depth: int
+
+
+class _Cascade(Refusal):
+    """A use of something already refused: not reported twice."""
+
+
+@dataclass
+class _Scope:
+    dot: Value | None
+    root: Value | None
+    variables: dict[str, _Var] = field(default_factory=dict)
+
+
+class Emitter:
+    def __init__(self, parsed: Parsed) -> None:
+        self.parsed = parsed
+        self.pieces: list[Text | _Tag] = []
+        self.refusals: list[Refusal] = []
+        self.scopes: list[_Scope] = [_Scope(None, None)]
+        self.loop_depth = 0
+        self.names: set[str] = set()
+        self.calls: list[str] = []
+
+    # -- driving --------------------------------------------------------------------------------
+
+    def run(self) -> str | None:
+        self.nodes(self.parsed.body)
+        return None if self.refusals else _assemble(self.pieces)
+
+    def nodes(self, nodes: list[Node]) -> None:
+        for node in nodes:
+            try:
+                self.node(node)
+            except _Cascade:
+                pass
+            except Refusal as exc:
+                self.refusals.append(exc)
+
+    def node(self, node: Node) -> None:
+        if isinstance(node, Text):
+            self.pieces.append(node)
+        elif isinstance(node, Action):
+            self.action(node)
+        elif isinstance(node, Branch):
+            getattr(self, f"branch_{node.kind}")(node)
+        elif isinstance(node, Call):
+            self.call(node)
+        elif isinstance(node, Unsupported):
+            raise Refusal(node.pos, f"{{{{{node.what}}}}}: Jinja2's loop controls are not enabled in confsync")
+
+    def tag(self, body: str, open: str = "{%") -> None:
+        self.pieces.append(_Tag(open, body))
+
+    # -- scopes and variables -------------------------------------------------------------------
+
+    @property
+    def scope(self) -> _Scope:
+        return self.scopes[-1]
+
+    def fresh(self, hint: str) -> str:
+        base = re.sub(r"\W", "_", hint.lstrip("$"), flags=re.ASCII) or "v"
+        if base[0].isdigit() or base in RESERVED:
+            base = f"v_{base}"
+        name, n = base, 1
+        while name in self.names:
+            n += 1
+            name = f"{base}_{n}"
+        self.names.add(name)
+        return name
+
+    def lookup(self, name: str, pos: Pos) -> Value:
+        if name == "$":
+            if self.scope.root is None:
+                raise Refusal(pos, "$ is nil at the top of a consul-template template")
+            return self.scope.root
+        for scope in reversed(self.scopes):
+            if name in scope.variables:
+                return scope.variables[name].value
+            if scope.variables.get("$template-boundary"):
+                break
+        raise Refusal(pos, f"undefined variable {name}")
+
+    def declare(self, name: str, value: Value) -> Value:
+        self.scope.variables[name] = _Var(value, self.loop_depth)
+        return value
+
+    def bind(self, go_name: str, value: Value, pos: Pos) -> Value:
+        """`$x := value`: a Jinja2 variable of its own (so that shadowing in a block stays local)."""
+        if value.kind == "error":
+            return self.declare(go_name, value)
+        if value.kind in ("kvpair", "snippet"):  # already names
+            return self.declare(go_name, value)
+        jname = self.fresh(go_name)
+        self.tag(f"set {jname} = {value.code}")
+        return self.declare(go_name, Value(jname, value.kind, value.extra, value.nonneg))
+
+    def assign(self, go_name: str, value: Value, pos: Pos) -> None:
+        for scope in reversed(self.scopes):
+            if go_name in scope.variables:
+                var = scope.variables[go_name]
+                break
+        else:
+            raise Refusal(pos, f"assignment to undeclared variable {go_name}")
+        if var.loop_depth != self.loop_depth:
+            raise Refusal(pos, f"assigning {go_name} inside a range it was declared outside of: a Jinja2 loop "
+                               "cannot change an outer variable")
+        if var.value.kind != value.kind or var.value.kind in ("kvpair", "snippet"):
+            raise Refusal(pos, f"assigning a {value.kind} to {go_name}, a {var.value.kind}")
+        self.tag(f"set {var.value.code} = {value.code}")
+
+    # -- actions --------------------------------------------------------------------------------
+
+    def action(self, node: Action) -> None:
+        pipe = node.pipe
+        value = self.declaring(pipe)
+        if pipe.decl:
+            if len(pipe.decl) > 1:
+                raise Refusal(node.pos, "too many declarations")
+            if pipe.assign:
+                self.assign(pipe.decl[0], value, node.pos)
+            else:
+                self.bind(pipe.decl[0], value, node.pos)
+            return
+        self.tag(self.printed(value, node.pos), "{{")
+
+    def printed(self, value: Value, pos: Pos) -> str:
+        if value.kind == "error":
+            raise _Cascade(pos, "")
+        if value.kind in PRINTABLE:
+            return value.code
+        if value.kind in GO_PRINTED:
+            return f"{_paren(value.code)} | go_print"
+        raise Refusal(pos, f"printing a {value.kind} value: Go prints its internal representation")
+
+    # -- control structures ---------------------------------------------------------------------
+
+    def branch_if(self, node: Branch, elif_: bool = False) -> None:
+        self.scopes.append(_Scope(self.scope.dot, self.scope.root))
+        try:
+            cond = self.condition(node.pipe, node.pos)
+        except Refusal as exc:
+            if not isinstance(exc, _Cascade):
+                self.refusals.append(exc)
+            cond = "false"
+
+        self.tag(f"{'elif' if elif_ else 'if'} {cond}")
+        self.nodes(node.body)
+        self.scopes.pop()
+        if node.else_body is not None:
+            chained = node.else_body[0] if len(node.else_body) == 1 else None
+            if isinstance(chained, Branch) and chained.kind == "if" and not chained.pipe.decl:
+                self.branch_if(chained, elif_=True)
+                if not elif_:
+                    self.tag("endif")
+                return
+            self.tag("else")
+            self.nodes(node.else_body)
+        if not elif_:
+            self.tag("endif")
+
+    def condition(self, pipe: Pipe, pos: Pos) -> str:
+        value = self.declaring(pipe)
+        if pipe.decl:
+            if len(pipe.decl) > 1 or pipe.assign:
+                raise Refusal(pos, "only `$x :=` is translated in a condition")
+            value = self.bind(pipe.decl[0], value, pos)
+        if value.kind in ("kvpair", "snippet", "service", "secret", "secretdata", "error"):
+            if value.kind == "error":
+                raise _Cascade(pos, "")
+            return "true"  # a struct or a non-nil pointer: always true in Go
+        return value.code
+
+    def branch_with(self, node: Branch) -> None:
+        self.scopes.append(_Scope(self.scope.dot, self.scope.root))
+        value = self.pipe(node.pipe)
+        if node.pipe.decl:
+            if len(node.pipe.decl) > 1 or node.pipe.assign:
+                raise Refusal(node.pos, "only `$x :=` is translated in with")
+            value = self.bind(node.pipe.decl[0], value, node.pos)
+        elif value.kind not in ("kvpair", "snippet") and not _is_name(value.code):
+            jname = self.fresh({"secret": "secret", "services": "instances"}.get(value.kind, "it"))
+            self.tag(f"set {jname} = {value.code}")
+            value = Value(jname, value.kind, value.extra, value.nonneg)
+        always = value.kind in ("secret", "secretdata", "service", "kvpair", "snippet")
+        if not always:
+            self.tag(f"if {value.code}")
+        self.scope.dot = value
+        self.nodes(node.body)
+        self.scopes.pop()
+        if always:
+            return  # Go's else never runs for a non-nil struct
+        if node.else_body is not None:
+            self.tag("else")
+            self.nodes(node.else_body)
+        self.tag("endif")
+
+    def branch_range(self, node: Branch) -> None:
+        self.scopes.append(_Scope(self.scope.dot, self.scope.root))
+        value = self.pipe(node.pipe)
+        decl = node.pipe.decl
+        if node.pipe.assign:
+            raise Refusal(node.pos, "range with `=` is not translated")
+        if len(decl) > 2:
+            raise Refusal(node.pos, "too many declarations in range")
+        index_var = decl[0] if len(decl) == 2 else None
+        elem_var = decl[-1] if decl else None
+        target, iterable, elem, key = self.iteration(value, node.pos, index_var, elem_var)
+        self.tag(f"for {target} in {iterable}")
+        self.loop_depth += 1
+        if index_var is not None:
+            if key is not None:
+                self.declare(index_var, key)
+            else:
+                self.bind(index_var, Value("loop.index0", "int", nonneg=True), node.pos)
+        if elem_var is not None:
+            self.declare(elem_var, elem)
+        self.scope.dot = elem
+        self.nodes(node.body)
+        self.loop_depth -= 1
+        self.scopes.pop()
+        if node.else_body is not None:
+            self.tag("else")
+            self.nodes(node.else_body)
+        self.tag("endfor")
+
+    def iteration(self, v: Value, pos: Pos, index_var: str | None,
+                  elem_var: str | None) -> tuple[str, str, Value, Value | None]:
+        """(loop target, iterable, element value, key value for maps)."""
+        k = v.kind
+
+        def names(default_key: str, default_value: str) -> tuple[str, str]:
+            return (self.fresh(index_var or default_key) if k not in ("kvlist", "snippets") else
+                    self.fresh(default_key),
+                    self.fresh(elem_var if elem_var and k not in ("kvlist", "snippets") else default_value))
+
+        if k in ("services", "strlist"):
+            name = self.fresh(elem_var or ("instance" if k == "services" else "item"))
+            return name, v.code, Value(name, "service" if k == "services" else "str"), None
+        if k in ("kvlist", "snippets"):
+            key_name, value_name = names("key", "value") if k == "kvlist" else names("name", "tags")
+            iterable = f"{_paren(v.code)} | dictsort(true)"
+            if v.extra == ("ls",):
+                iterable += f' if "/" not in {key_name}'
+            kind = "kvpair" if k == "kvlist" else "snippet"
+            return f"{key_name}, {value_name}", iterable, Value("", kind, (key_name, value_name)), None
+        elem_kinds = {"bytag": "services", "bykey": "pairmap", "strmap": "str", "anymap": "any", "pairmap": "kvpair"}
+        if k in elem_kinds:
+            key_name, value_name = names("key", "value")
+            elem_kind = elem_kinds[k]
+            elem = Value(value_name, elem_kind) if elem_kind != "kvpair" else Value("", "kvpair", (key_name, value_name))
+            return (f"{key_name}, {value_name}", f"{_paren(v.code)} | dictsort(true)", elem,
+                    Value(key_name, "str"))
+        if k == "error":
+            raise _Cascade(pos, "")
+        raise Refusal(pos, f"range over a {k} value: its Go iteration order or element type is not known")
+
+    def call(self, node: Call) -> None:
+        body = self.parsed.defines.get(node.name)
+        if body is None:
+            raise Refusal(node.pos, f"no template named {node.name!r} is defined in this file")
+        if node.name in self.calls:
+            raise Refusal(node.pos, f"template {node.name!r} calls itself")
+        dot = self.pipe(node.pipe) if node.pipe else None
+        if dot is not None and not _is_name(dot.code) and dot.kind not in ("kvpair", "snippet"):
+            jname = self.fresh("it")
+            self.tag(f"set {jname} = {dot.code}")
+            dot = Value(jname, dot.kind, dot.extra, dot.nonneg)
+        scope = _Scope(dot, dot, {"$template-boundary": _Var(Value("", "error"), 0)})
+        self.scopes.append(scope)
+        self.calls.append(node.name)
+        try:
+            self.nodes(body)  # inlined: a Go template call is its body with a new dot and no variables
+        finally:
+            self.calls.pop()
+            self.scopes.pop()
+
+    # -- pipelines ------------------------------------------------------------------------------
+
+    def declaring(self, pipe: Pipe) -> Value:
+        """The pipeline's value; if it is refused, what it declares is marked so uses are not refused again."""
+        try:
+            return self.pipe(pipe)
+        except Refusal:
+            for name in pipe.decl:
+                if not pipe.assign:
+                    self.declare(name, Value("", "error"))
+            raise
+
+    def pipe(self, pipe: Pipe) -> Value:
+        value: Value | None = None
+        for cmd in pipe.cmds:
+            value = self.command(cmd, value)
+        assert value is not None
+        return value
+
+    def command(self, cmd: Command, piped: Value | None) -> Value:
+        first = cmd.args[0]
+        if isinstance(first, Ident):
+            args = [self.arg(a) for a in cmd.args[1:]] + ([piped] if piped is not None else [])
+            return self.function(first.name, args, first.pos)
+        if len(cmd.args) > 1 or piped is not None:
+            raise Refusal(cmd.pos, "can't give an argument to a non-function")
+        return self.arg(first)
+
+    def arg(self, a: Arg) -> Value:
+        if isinstance(a, Literal):
+            return literal(a.value, a.pos)
+        if isinstance(a, Dot):
+            return self.dot(a.pos)
+        if isinstance(a, Field):
+            return self.fields(self.dot(a.pos), a.names, a.pos)
+        if isinstance(a, Variable):
+            return self.fields(self.lookup(a.name, a.pos), a.names, a.pos)
+        if isinstance(a, Paren):
+            return self.fields(self.pipe(a.pipe), a.names, a.pos)
+        return self.function(a.name, [], a.pos)  # an identifier as an argument: a call without arguments
+
+    def dot(self, pos: Pos) -> Value:
+        if self.scope.dot is None:
+            raise Refusal(pos, "the dot is nil here (consul-template executes templates with no data)")
+        return self.scope.dot
+
+    def fields(self, value: Value, names: list[str], pos: Pos) -> Value:
+        for name in names:
+            value = field_of(value, name, pos)
+        return value
+
+    def function(self, name: str, args: list[Value], pos: Pos) -> Value:
+        if any(a.kind == "error" for a in args):
+            raise _Cascade(pos, "")
+        builtin = getattr(self, f"builtin_{name}", None)
+        if builtin is not None:
+            return builtin(args, pos)  # type: ignore[no-any-return]
+        translator = functions.TRANSLATORS.get(name)
+        if translator is not None:
+            return translator(args, pos)
+        if name in functions.REFUSED:
+            raise Refusal(pos, f"{name}: {functions.REFUSED[name]}")
+        if name.startswith("sprig_"):
+            raise Refusal(pos, f"{name}: the sprig functions are not translated")
+        raise Refusal(pos, f"unknown function {name!r}")
+
+    # -- Go's built-in functions (text/template funcs.go) ----------------------------------------
+
+    def builtin_and(self, args: list[Value], pos: Pos) -> Value:
+        return _logic("and", args, pos)
+
+    def builtin_or(self, args: list[Value], pos: Pos) -> Value:
+        return _logic("or", args, pos)
+
+    def builtin_not(self, args: list[Value], pos: Pos) -> Value:
+        if len(args) != 1:
+            raise Refusal(pos, "not takes one argument")
+        return Value(f"(not {_truth(args[0])})", "bool")
+
+    def builtin_eq(self, args: list[Value], pos: Pos) -> Value:
+        if len(args) < 2:
+            raise Refusal(pos, "eq needs at least two arguments")
+        for other in args[1:]:
+            _comparable(args[0], other, pos, "eq", {"str", "int", "bool"})
+        return Value("(" + " or ".join(f"{args[0].code} == {o.code}" for o in args[1:]) + ")", "bool")
+
+    def _compare(self, op: str, name: str, kinds: set[str], args: list[Value], pos: Pos) -> Value:
+        if len(args) != 2:
+            raise Refusal(pos, f"{name} takes two arguments")
+        _comparable(args[0], args[1], pos, name, kinds)
+        return Value(f"({args[0].code} {op} {args[1].code})", "bool")
+
+    def builtin_ne(self, args: list[Value], pos: Pos) -> Value:
+        return self._compare("!=", "ne", {"str", "int", "bool"}, args, pos)
+
+    def builtin_lt(self, args: list[Value], pos: Pos) -> Value:
+        return self._compare("<", "lt", {"str", "int"}, args, pos)
+
+    def builtin_le(self, args: list[Value], pos: Pos) -> Value:
+        return self._compare("<=", "le", {"str", "int"}, args, pos)
+
+    def builtin_gt(self, args: list[Value], pos: Pos) -> Value:
+        return self._compare(">", "gt", {"str", "int"}, args, pos)
+
+    def builtin_ge(self, args: list[Value], pos: Pos) -> Value:
+        return self._compare(">=", "ge", {"str", "int"}, args, pos)
+
+    def builtin_len(self, args: list[Value], pos: Pos) -> Value:
+        if len(args) != 1:
+            raise Refusal(pos, "len takes one argument")
+        v = args[0]
+        if v.kind == "str":  # Go counts bytes
+            return Value(f"({_paren(v.code)}.encode() | length)", "int", nonneg=True)
+        if v.kind in ("strlist", "services", "strmap", "anymap", "bytag", "bykey", "pairmap", "snippets") \
+                or (v.kind == "kvlist" and not v.extra):
+            return Value(f"({_paren(v.code)} | length)", "int", nonneg=True)
+        raise Refusal(pos, f"len of a {v.kind} value")
+
+    def builtin_index(self, args: list[Value], pos: Pos) -> Value:
+        if not args:
+            raise Refusal(pos, "index needs an argument")
+        value = args[0]
+        for k in args[1:]:
+            value = index_of(value, k, pos)
+        return value
+
+    def builtin_printf(self, args: list[Value], pos: Pos) -> Value:
+        from confsync.convert.printf import translate
+
+        if not args:
+            raise Refusal(pos, "printf needs a format")
+        fmt = args[0]
+        if not fmt.is_literal or not isinstance(fmt.literal, str):
+            raise Refusal(pos, "printf's format must be a string literal to be translated")
+        return translate(fmt.literal, args[1:], pos)
+
+
+def field_of(value: Value, name: str, pos: Pos) -> Value:
+    k, code = value.kind, value.code
+    if k == "service":
+        fields = {"Address": ("address", "str"), "Port": ("port", "int"), "Node": ("node", "str"),
+                  "ID": ("id", "str"), "Tags": ("tags", "strlist"), "ServiceMeta": ("meta", "strmap")}
+        if name not in fields:
+            raise Refusal(pos, f".{name} of a service: confsync's instances have Address, Port, Node, ID, Tags "
+                               "and ServiceMeta")
+        attr, kind = fields[name]
+        return Value(f"{code}.{attr}", kind, nonneg=name == "Port")
+    if k == "kvpair":
+        if name not in ("Key", "Value"):
+            raise Refusal(pos, f".{name} of a key pair: only .Key and .Value are translated")
+        return Value(value.extra[0] if name == "Key" else value.extra[1], "str")
+    if k == "snippet":
+        if name not in ("Name", "Tags"):
+            raise Refusal(pos, f".{name} of a catalog service: only .Name and .Tags are translated")
+        return Value(value.extra[0], "str") if name == "Name" else Value(value.extra[1], "strlist")
+    if k == "secret":
+        if name != "Data":
+            raise Refusal(pos, f".{name} of a secret: only .Data is translated (confsync keeps leases to itself)")
+        return Value(code, "secretdata", value.extra)
+    if k == "secretdata":
+        v2 = bool(_KV_V2.match(value.extra[0]))
+        if v2 and name == "data":
+            return Value(code, "anymap")
+        if v2:
+            raise Refusal(pos, f".Data.{name} of a KV v2 secret: only .Data.data is translated")
+        if name in ("data", "metadata"):
+            raise Refusal(pos, f".Data.{name}: if {value.extra[0]!r} is KV version 2, write its path with data/ "
+                               "(as consul-template's docs do) so the conversion knows")
+        return Value(f"{code}[{jinja_string(name)}]", "any")
+    if k in ("anymap", "any", "json", "strmap", "bytag", "bykey", "pairmap"):
+        elem = {"anymap": "any", "any": "any", "json": "json", "strmap": "str", "bytag": "services",
+                "bykey": "pairmap", "pairmap": "kvpair"}[k]
+        if elem == "kvpair":
+            raise Refusal(pos, f".{name} of a byKey group")
+        return Value(f"{_paren(code)}[{jinja_string(name)}]", elem)
+    if k == "error":
+        raise _Cascade(pos, "")
+    raise Refusal(pos, f".{name} of a {k} value")
+
+
+def index_of(value: Value, key: Value, pos: Pos) -> Value:
+    k = value.kind
+    if k in ("strmap", "bytag") and key.kind == "str":
+        zero = '""' if k == "strmap" else "[]"  # Go's index gives the zero value for a missing key
+        return Value(f"{_paren(value.code)}.get({key.code}, {zero})", "str" if k == "strmap" else "services")
+    if k in ("anymap", "json", "any") and key.kind in ("str", "int"):
+        return Value(f"{_paren(value.code)}[{key.code}]", "json" if k == "json" else "any")
+    if k in ("strlist", "services") and key.kind == "int" and key.nonneg:
+        return Value(f"{_paren(value.code)}[{key.code}]", "str" if k == "strlist" else "service")
+    if k == "error":
+        raise _Cascade(pos, "")
+    raise Refusal(pos, f"index of a {k} value by a {key.kind}")
+
+
+def _logic(op: str, args: list[Value], pos: Pos) -> Value:
+    if len(args) < 2:
+        raise Refusal(pos, f"{op} needs at least two arguments")
+    kinds = {a.kind for a in args}
+    kind = kinds.pop() if len(kinds) == 1 else "any"
+    if kind == "any" and not all(a.kind in PRINTABLE | GO_PRINTED for a in args):
+        kind = "mixed"
+    # Go's and/or return an operand (the first false / true one, or the last), as Python's do
+    return Value("(" + f" {op} ".join(_truth(a) for a in args) + ")", kind)
+
+
+def _truth(v: Value) -> str:
+    if v.kind in ("kvpair", "snippet", "service", "secret", "secretdata"):
+        return "true"
+    return v.code
+
+
+def _comparable(a: Value, b: Value, pos: Pos, name: str, kinds: set[str]) -> None:
+    if a.kind == "error" or b.kind == "error":
+        raise _Cascade(pos, "")
+    if a.kind != b.kind or a.kind not in kinds:
+        raise Refusal(pos, f"{name} of a {a.kind} and a {b.kind}: Go compares only basic values of one kind "
+                           "(and fails where Jinja2 would say false)")
+
+
+def _paren(code: str) -> str:
+    return code if _is_name(code) or re.fullmatch(r"[\w.]+\(.*\)|\(.*\)", code) else f"({code})"
+
+
+def _is_name(code: str) -> bool:
+    return bool(re.fullmatch(r"[A-Za-z_]\w*(\.\w+)*", code))
+
+
+# -- text and markers ---------------------------------------------------------------------------
+
+
+def _escape(text: str, tag_follows: bool) -> str:
+    """Literal text as Jinja2 template data: no delimiter may start in it, and CR survives."""
+    out = []
+    for i, ch in enumerate(text):
+        nxt = text[i + 1] if i + 1 < len(text) else ""
+        if ch == "{" and (nxt in "{%#" or (not nxt and tag_follows)):
+            out.append('{{ "{" }}')
+        elif ch == "\r":
+            out.append('{{ "\\r" }}')
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _assemble(pieces: list[Text | _Tag]) -> str:
+    texts: dict[int, str] = {}
+    for i, piece in enumerate(pieces):
+        if isinstance(piece, _Tag):
+            continue
+        prev = pieces[i - 1] if i and isinstance(pieces[i - 1], _Tag) else None
+        nxt = pieces[i + 1] if i + 1 < len(pieces) and isinstance(pieces[i + 1], _Tag) else None
+        kept = piece.text
+        # Jinja2's `-` strips every Unicode space (str.isspace); Go's only " \t\r\n": keep the marker
+        # where the two agree, else write the text already trimmed.
+        if piece.cut_left and prev is not None and not (kept[:1].isspace()):
+            prev.strip_after = True
+            piece_left = piece.cut_left
+        else:
+            piece_left = ""
+        if piece.cut_right and nxt is not None and not (kept[-1:].isspace()):
+            nxt.strip_before = True
+            piece_right = piece.cut_right
+        else:
+            piece_right = ""
+        texts[i] = _escape(piece_left + kept + piece_right, tag_follows=i + 1 < len(pieces))
+    return "".join(p.text() if isinstance(p, _Tag) else texts[i] for i, p in enumerate(pieces))
+
+
+def convert_template(source: str, left: str = "{{", right: str = "}}") -> tuple[str | None, list[Refusal]]:
+    """Jinja2 text for a Go template, or None and the refusals."""
+    try:
+        parsed = parse(source, left, right)
+    except GoSyntaxError as exc:
+        return None, [Refusal(Pos(exc.line, exc.col), f"Go template syntax error: {exc.message}")]
+    emitter = Emitter(parsed)
+    text = emitter.run()
+    return text, emitter.refusals

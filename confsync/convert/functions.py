@@ -1,0 +1,310 @@
+"""consul-template's template functions (template/funcs.go) → their exact Jinja2 equivalents.
+
+Each translator gets the arguments already translated (`Value`s, in Go's order: a pipeline's
+value is the last argument) and returns a `Value`, or raises `Refusal` with the reason. A function
+not in `TRANSLATORS` is refused: `REFUSED` says why for the ones consul-template has.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from confsync.convert.gotemplate import Pos
+from confsync.convert.values import Refusal, Value, jinja_string
+
+CONSUL, VAULT = "consul", "vault"  # the source names the converted config declares
+
+Translator = Callable[[list[Value], Pos], Value]
+
+REFUSED = {
+    "plugin": "runs a program; confsync templates cannot run programs (sandbox)",
+    "writeToFile": "writes files from a template; confsync writes only destinations",
+    "file": "reads any file; use a files source (sources: {local: {type: files, root: ...}})",
+    "timestamp": "changes at every render; a confsync render depends on its inputs only",
+    "scratch": "mutable scratch storage has no sandbox-safe equivalent; use variables",
+    "toYAML": "Go's yaml.v2 quotes and orders differently from confsync's to_yaml",
+    "toTOML": "no TOML writer in confsync",
+    "executeTemplate": "calls a template by a name computed at render time; use `template`",
+    "secrets": "lists Vault paths; confsync's vault source has no list",
+    "node": "the Consul node catalog is not a confsync source function yet",
+    "nodes": "the Consul node catalog is not a confsync source function yet",
+    "datacenters": "no confsync equivalent",
+    "connect": "Connect-capable services are not a confsync source function",
+    "caRoots": "Connect CA roots are not a confsync source function",
+    "caLeaf": "Connect leaf certificates are not a confsync source function",
+    "pkiCert": "keeps a certificate in the destination file; use secret on pki/issue",
+    "sockaddr": "reads the host's network interfaces",
+    "regexMatch": "Go's RE2 syntax differs from Python's re",
+    "regexReplaceAll": "Go's RE2 syntax differs from Python's re",
+    "mustEnv": "no equivalent that fails on an empty variable",
+    "print": "fmt.Sprint's spacing rules; use printf",
+    "println": "fmt.Sprintln's spacing rules; use printf",
+    "html": "Go's HTML escaping differs from Jinja2's",
+    "js": "Go's JavaScript escaping has no Jinja2 equivalent",
+    "urlquery": "Go's query escaping differs from Jinja2's urlencode",
+    "call": "calls a function value; none exist in confsync",
+    "slice": "no exact equivalent",
+    "safeLs": "refuses to render on an empty prefix; use ls with confsync's min_bytes guard",
+    "safeTree": "refuses to render on an empty prefix; use tree with confsync's min_bytes guard",
+}
+
+
+def _want(v: Value, kinds: set[str] | str, pos: Pos, what: str) -> Value:
+    kinds = {kinds} if isinstance(kinds, str) else kinds
+    if v.kind not in kinds:
+        raise Refusal(pos, f"{what}: expects {' or '.join(sorted(kinds))}, got a {v.kind} value "
+                           "(Go would fail or convert differently)")
+    return v
+
+
+def _count(args: list[Value], n: int | tuple[int, int], pos: Pos, name: str) -> None:
+    low, high = (n, n) if isinstance(n, int) else n
+    if not low <= len(args) <= high:
+        raise Refusal(pos, f"{name}: wrong number of arguments ({len(args)})")
+
+
+def _literal_str(v: Value, pos: Pos, what: str) -> str:
+    if not v.is_literal or not isinstance(v.literal, str):
+        raise Refusal(pos, f"{what} must be a quoted string literal to be translated")
+    return v.literal
+
+
+# -- Consul -------------------------------------------------------------------------------------
+
+
+def _kv_path(args: list[Value], pos: Pos, name: str) -> str:
+    _count(args, 1, pos, name)
+    path = _literal_str(args[0], pos, f"{name}'s path")
+    if not path.strip("/"):
+        raise Refusal(pos, f"{name} of an empty path")
+    if "@" in path:
+        raise Refusal(pos, f"{name}: @datacenter per call; configure a second consul source instead")
+    return path
+
+
+def key(args: list[Value], pos: Pos) -> Value:
+    return Value(f"{CONSUL}.key({jinja_string(_kv_path(args, pos, 'key'))})", "str")
+
+
+def key_or_default(args: list[Value], pos: Pos) -> Value:
+    _count(args, 2, pos, "keyOrDefault")
+    path = _kv_path(args[:1], pos, "keyOrDefault")
+    default = _want(args[1], "str", pos, "keyOrDefault's default")
+    # consul-template returns the default for an empty value too (funcs.go keyWithDefaultFunc)
+    return Value(f"({CONSUL}.key({jinja_string(path)}, default={default.code}) or {default.code})", "str")
+
+
+def key_exists(args: list[Value], pos: Pos) -> Value:
+    path = _kv_path(args, pos, "keyExists")
+    return Value(f"({CONSUL}.key({jinja_string(path)}, default=none) is not none)", "bool")
+
+
+def tree(args: list[Value], pos: Pos) -> Value:
+    return Value(f"{CONSUL}.tree({jinja_string(_kv_path(args, pos, 'tree'))})", "kvlist")
+
+
+def ls(args: list[Value], pos: Pos) -> Value:
+    # ls: the tree's top-level keys only (funcs.go lsFunc skips keys with a "/")
+    return Value(f"{CONSUL}.tree({jinja_string(_kv_path(args, pos, 'ls'))})", "kvlist", extra=("ls",))
+
+
+_SERVICE = re.compile(r"^(?:(?P<tag>[^.|@~]+)\.)?(?P<name>[^.|@~]+)(?P<rest>.*)$")
+
+
+def service(args: list[Value], pos: Pos) -> Value:
+    if not args:
+        raise Refusal(pos, "service needs a name")
+    spec = "|".join(_literal_str(a, pos, "service's query") for a in args)
+    m = _SERVICE.match(spec)
+    if not m:
+        raise Refusal(pos, f"service query {spec!r} not understood")
+    rest, params = m.group("rest"), [jinja_string(m.group("name"))]
+    if m.group("tag"):
+        params.append(f"tag={jinja_string(m.group('tag'))}")
+    if rest in ("", "|passing"):
+        pass
+    elif rest == "|any":
+        params.append("passing=false")
+    else:
+        raise Refusal(pos, f"service query {spec!r}: only the tag.name form and the passing or any filter "
+                           "are translated (no @dc, ~near or warning/critical sets yet)")
+    return Value(f"{CONSUL}.service({', '.join(params)})", "services")
+
+
+def services(args: list[Value], pos: Pos) -> Value:
+    if args:
+        raise Refusal(pos, "services@dc: configure a second consul source instead")
+    return Value(f"{CONSUL}.services()", "snippets")
+
+
+# -- Vault --------------------------------------------------------------------------------------
+
+
+def secret(args: list[Value], pos: Pos) -> Value:
+    if not args:
+        raise Refusal(pos, "secret needs a path")
+    path = _literal_str(args[0], pos, "secret's path")
+    params = []
+    for a in args[1:]:
+        text = _literal_str(a, pos, "secret's parameters")
+        if not text:
+            continue
+        k, sep, v = text.partition("=")
+        if not sep:
+            raise Refusal(pos, f"secret parameter {text!r} is not key=value")
+        k, v = k.strip(), v.strip()
+        if not k.isidentifier():
+            raise Refusal(pos, f"secret parameter name {k!r} is not an identifier")
+        params.append(f"{k}={jinja_string(v)}")
+    code = f"{VAULT}.secret({', '.join([jinja_string(path), *params])})"
+    return Value(code, "secret", extra=(path,))
+
+
+# -- text, lists, maps --------------------------------------------------------------------------
+
+
+def env(args: list[Value], pos: Pos) -> Value:
+    _count(args, 1, pos, "env")
+    name = _want(args[0], "str", pos, "env")
+    return Value(f'env({name.code}, "")', "str")  # Go's env gives "" for an unset variable
+
+
+def env_or_default(args: list[Value], pos: Pos) -> Value:
+    _count(args, 2, pos, "envOrDefault")
+    name, default = (_want(a, "str", pos, "envOrDefault") for a in args)
+    return Value(f"env({name.code}, {default.code})", "str")
+
+
+_JSON_OK = {"str", "int", "bool", "strlist", "strmap", "json", "anymap", "any"}
+
+
+def to_json(args: list[Value], pos: Pos, pretty: bool = False) -> Value:
+    _count(args, 1, pos, "toJSON")
+    v = _want(args[0], _JSON_OK, pos, "toJSON (Go marshals consul-template's structs with fields confsync "
+                                      "does not have)")
+    return Value(f"({v.code} | go_json{'(pretty=true)' if pretty else ''})", "str")
+
+
+def parse_json(args: list[Value], pos: Pos) -> Value:
+    _count(args, 1, pos, "parseJSON")
+    v = _want(args[0], "str", pos, "parseJSON")
+    return Value(f'(({v.code}) or "{{}}") | from_json', "json")  # "" parses as {} (funcs.go parseJSON)
+
+
+def split(args: list[Value], pos: Pos) -> Value:
+    _count(args, 2, pos, "split")
+    sep, s = (_want(a, "str", pos, "split") for a in args)
+    return Value(f"({s.code} | go_split({sep.code}))", "strlist")
+
+
+def join(args: list[Value], pos: Pos) -> Value:
+    _count(args, 2, pos, "join")
+    sep = _want(args[0], "str", pos, "join's separator")
+    items = _want(args[1], "strlist", pos, "join")
+    return Value(f"({items.code} | join({sep.code}))", "str")
+
+
+def replace_all(args: list[Value], pos: Pos) -> Value:
+    _count(args, 3, pos, "replaceAll")
+    old, new, s = (_want(a, "str", pos, "replaceAll") for a in args)
+    return Value(f"{_atom(s)}.replace({old.code}, {new.code})", "str")
+
+
+def contains_in(args: list[Value], pos: Pos, reverse: bool) -> Value:
+    _count(args, 2, pos, "in")
+    haystack, needle = (args[1], args[0]) if reverse else (args[0], args[1])
+    _want(needle, "str", pos, "in/contains: the value")
+    _want(haystack, {"str", "strlist"}, pos, "in/contains: the list or string")
+    return Value(f"({needle.code} in {haystack.code})", "bool")
+
+
+def by_tag(args: list[Value], pos: Pos) -> Value:
+    _count(args, 1, pos, "byTag")
+    v = _want(args[0], "services", pos, "byTag")
+    return Value(f"({v.code} | by_tag)", "bytag")
+
+
+def by_key(args: list[Value], pos: Pos) -> Value:
+    _count(args, 1, pos, "byKey")
+    v = _want(args[0], "kvlist", pos, "byKey")
+    if v.extra:
+        raise Refusal(pos, "byKey of ls: ls has no nested keys, so the result is always empty")
+    return Value(f"({v.code} | by_key)", "bykey")
+
+
+def explode(args: list[Value], pos: Pos) -> Value:
+    _count(args, 1, pos, "explode")
+    v = _want(args[0], "kvlist", pos, "explode")
+    if v.extra:
+        raise Refusal(pos, "explode of ls: use explode of tree")
+    return Value(f"({v.code} | explode)", "anymap")
+
+
+def indent(args: list[Value], pos: Pos) -> Value:
+    _count(args, 2, pos, "indent")
+    n = _want(args[0], "int", pos, "indent's width")
+    s = _want(args[1], "str", pos, "indent")
+    return Value(f"({s.code} | go_indent({n.code}))", "str")
+
+
+def _arith(op: str, name: str, nonneg_only: bool = False) -> Translator:
+    def translate(args: list[Value], pos: Pos) -> Value:
+        _count(args, 2, pos, name)
+        b, a = (_want(x, "int", pos, name) for x in args)  # funcs.go: add(b, a) is a + b
+        if nonneg_only and not (a.nonneg and b.nonneg):
+            raise Refusal(pos, f"{name} of integers that may be negative: Go truncates toward zero, "
+                               "Python floors")
+        return Value(f"({a.code} {op} {b.code})", "int", nonneg=a.nonneg and b.nonneg and op != "-")
+    return translate
+
+
+def _text_filter(filter_name: str, name: str) -> Translator:
+    def translate(args: list[Value], pos: Pos) -> Value:
+        _count(args, 1, pos, name)
+        s = _want(args[0], "str", pos, name)
+        return Value(f"({s.code} | {filter_name})", "str")
+    return translate
+
+
+def _atom(v: Value) -> str:
+    return v.code if v.code.startswith("(") or v.code.replace(".", "").replace("_", "").isalnum() \
+        or v.is_literal else f"({v.code})"
+
+
+TRANSLATORS: dict[str, Translator] = {
+    "key": key,
+    "keyOrDefault": key_or_default,
+    "keyExists": key_exists,
+    "tree": tree,
+    "ls": ls,
+    "service": service,
+    "services": services,
+    "secret": secret,
+    "env": env,
+    "envOrDefault": env_or_default,
+    "toJSON": to_json,
+    "toJSONPretty": lambda args, pos: to_json(args, pos, pretty=True),
+    "parseJSON": parse_json,
+    "split": split,
+    "join": join,
+    "replaceAll": replace_all,
+    "contains": lambda args, pos: contains_in(args, pos, reverse=True),
+    "in": lambda args, pos: contains_in(args, pos, reverse=False),
+    "byTag": by_tag,
+    "byKey": by_key,
+    "explode": explode,
+    "indent": indent,
+    "add": _arith("+", "add"),
+    "subtract": _arith("-", "subtract"),
+    "multiply": _arith("*", "multiply"),
+    "divide": _arith("//", "divide", nonneg_only=True),
+    "modulo": _arith("%", "modulo", nonneg_only=True),
+    "base64Encode": _text_filter("b64encode", "base64Encode"),
+    "base64Decode": _text_filter("go_b64decode", "base64Decode"),
+    "base64URLEncode": _text_filter("go_b64encode(url=true)", "base64URLEncode"),
+    "base64URLDecode": _text_filter("go_b64decode(url=true)", "base64URLDecode"),
+    "toLower": _text_filter("go_lower", "toLower"),
+    "toUpper": _text_filter("go_upper", "toUpper"),
+    "trimSpace": _text_filter("go_trim", "trimSpace"),
+}

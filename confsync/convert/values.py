@@ -1,0 +1,80 @@
+"""What the emitter knows about each Go value: its Jinja2 expression and its type.
+
+Types are what consul-template's functions return (dependency/*.go), reduced to what a template can
+reach; a value whose Go printing, comparison or iteration cannot be matched exactly in Jinja2 is
+refused where it is used, not guessed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from confsync.convert.gotemplate import Pos
+
+# kind → what it is in Go (consul-template) / in the converted template
+#   str, int, bool, float      Go's basic types / Python's
+#   json                       parseJSON's interface{} (numbers are float64 in Go)
+#   any                        a Vault field, an explode() node: printed through go_print
+#   strlist, strmap            []string / map[string]string
+#   kvlist                     []*KeyPair from tree/ls        / a mapping path → value (+ `ls` filter)
+#   kvpair                     *KeyPair                       / two loop variables (key, value)
+#   pairmap, bykey             byKey's maps                   / nested mappings
+#   services, service          []*HealthService / one         / consul.service() list / a mapping
+#   snippets, snippet          []*CatalogSnippet / one        / consul.services() mapping / (name, tags)
+#   bytag                      byTag's map tag → services     / a mapping
+#   secret, secretdata         *Secret / .Data                / vault.secret() fields
+#   anymap                     map[string]interface{}         / a mapping
+PRINTABLE = {"str", "int"}  # printed by Jinja2 exactly as Go prints them
+GO_PRINTED = {"bool", "json", "any", "strlist", "strmap", "anymap", "float"}  # through go_print
+
+
+@dataclass(frozen=True)
+class Value:
+    code: str  # the Jinja2 expression
+    kind: str
+    extra: tuple[str, ...] = ()  # kvpair: (key, value) codes; snippet: (name, tags); secret: (path,)
+    nonneg: bool = False  # an int known not to be negative (len, Port, a literal)
+    literal: object = None  # the Go literal, when the value is one
+    is_literal: bool = False
+
+
+class Refusal(Exception):
+    """A construct that cannot be translated exactly: where, and why."""
+
+    def __init__(self, pos: Pos, reason: str) -> None:
+        super().__init__(reason)
+        self.pos, self.reason = pos, reason
+
+
+def jinja_string(text: str) -> str:
+    """A Jinja2 string literal that reads back as exactly `text` (Jinja2 decodes backslash escapes
+    and would turn a raw CR into LF)."""
+    out = ['"']
+    for ch in text:
+        if ch == '"' or ch == "\\":
+            out.append("\\" + ch)
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ch == "\r":
+            out.append("\\r")
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F or not ch.isprintable():
+            out.append(f"\\u{ord(ch):04x}" if ord(ch) <= 0xFFFF else f"\\U{ord(ch):08x}")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def literal(value: object, pos: Pos) -> Value:
+    if isinstance(value, bool):
+        return Value("true" if value else "false", "bool", literal=value, is_literal=True)
+    if isinstance(value, int):
+        return Value(str(value), "int", nonneg=value >= 0, literal=value, is_literal=True)
+    if isinstance(value, float):
+        return Value(json.dumps(value), "float", literal=value, is_literal=True)
+    if isinstance(value, str):
+        return Value(jinja_string(value), "str", literal=value, is_literal=True)
+    raise Refusal(pos, "nil is not a value in a Go template pipeline")

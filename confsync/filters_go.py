@@ -1,0 +1,189 @@
+"""Filters that behave exactly as consul-template's functions and Go's printing do.
+
+`confsync convert` writes them into the templates it translates, where Jinja2's own filters would
+differ in a corner (Go's JSON escapes <, > and &; Go's TrimSpace and Python's strip disagree on a
+few characters; Go prints true, not True). Each is a pure function of its input, so the sandbox is
+unchanged. Anything they cannot reproduce exactly raises, which fails the render and keeps the last
+good file, rather than writing something Go would not have written.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Mapping
+from typing import Any
+
+# unicode.IsSpace: the White_Space property (Go's strings.TrimSpace)
+GO_SPACE = "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a" \
+           "\u2028\u2029\u202f\u205f\u3000"
+
+
+def go_print(value: Any) -> str:
+    """fmt.Sprint of a value: true/false, [a b], map[k:v] with sorted keys, <nil> inside."""
+    return _go_value(value, top=True)
+
+
+def _go_value(value: Any, top: bool = False) -> str:
+    if value is None:
+        return "<no value>" if top else "<nil>"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return _go_float(value)
+    if isinstance(value, Mapping):
+        return "map[" + " ".join(f"{k}:{_go_value(value[k])}" for k in sorted(value)) + "]"
+    if isinstance(value, list | tuple):
+        return "[" + " ".join(_go_value(v) for v in value) + "]"
+    raise ValueError(f"go_print: cannot print a {type(value).__name__} as Go would")
+
+
+def _go_float(value: float) -> str:
+    """%v of a float64: the shortest repr, in exponent form outside [1e-4, 1e21) (strconv 'g', -1)."""
+    if value == 0:
+        return "0"
+    if value.is_integer() and abs(value) < 1e21:
+        return str(int(value))
+    if 1e-4 <= abs(value) < 1e16:
+        return repr(value)
+    raise ValueError(f"go_print: {value!r} is printed differently by Go")
+
+
+def go_json(value: Any, pretty: bool = False) -> str:
+    """Go's json.Marshal (toJSON) or MarshalIndent with two spaces (toJSONPretty): sorted keys,
+    no spaces, UTF-8 kept, and <, >, &, U+2028, U+2029 escaped."""
+    if pretty:
+        text = json.dumps(value, sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False)
+    else:
+        text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    _check_json_numbers(value)
+    for ch, esc in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"),
+                    ("\u2029", "\\u2029")):
+        text = text.replace(ch, esc)  # only ever inside strings: JSON's syntax has none of them
+    return text.strip()
+
+
+def _check_json_numbers(value: Any) -> None:
+    if isinstance(value, float) and not (value.is_integer() and abs(value) < 1e21) and \
+            not 1e-6 <= abs(value) < 1e16:
+        raise ValueError(f"go_json: {value!r} is written differently by Go")
+    if isinstance(value, Mapping):
+        for v in value.values():
+            _check_json_numbers(v)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            _check_json_numbers(v)
+
+
+def go_trim(text: str) -> str:
+    return text.strip(GO_SPACE)
+
+
+def go_split(text: str, sep: str) -> list[str]:
+    """consul-template's split: trimmed first, and an empty string gives an empty list."""
+    text = go_trim(text)
+    if not text:
+        return []
+    if not sep:
+        return list(text)  # strings.Split with "" splits after each UTF-8 sequence
+    return text.split(sep)
+
+
+def go_indent(text: str, spaces: int) -> str:
+    """consul-template's indent: the prefix before every line that does not start with a newline."""
+    if spaces < 0:
+        raise ValueError("indent value must be a positive integer")
+    prefix = " " * spaces
+    return "".join(prefix + line if line[:1] != "\n" else line for line in _lines(text))
+
+
+def _lines(text: str) -> list[str]:
+    """Split after each \\n, keeping it (Go's loop looks at \\n only)."""
+    parts = text.split("\n")
+    return [p + "\n" for p in parts[:-1]] + ([parts[-1]] if parts[-1] else []) if text else []
+
+
+def go_b64encode(text: str, url: bool = False) -> str:
+    data = text.encode("utf-8")
+    return (base64.urlsafe_b64encode(data) if url else base64.b64encode(data)).decode("ascii")
+
+
+def go_b64decode(text: str, url: bool = False) -> str:
+    """Go's base64.StdEncoding / URLEncoding: padding required, CR and LF ignored, nothing else."""
+    cleaned = text.replace("\r", "").replace("\n", "")
+    if url:
+        cleaned = cleaned.replace("-", "+").replace("_", "/")
+        if "+" in text or "/" in text:
+            raise ValueError("base64URLDecode: illegal base64 data")
+    try:
+        data = base64.b64decode(cleaned, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("base64Decode: illegal base64 data") from None
+    if len(cleaned) % 4:
+        raise ValueError("base64Decode: illegal base64 data")
+    return data.decode("utf-8")  # Go would keep invalid UTF-8 as bytes: we fail instead
+
+
+def _simple_case(text: str, upper: bool) -> str:
+    """Go maps each rune alone (simple case mapping); Python's full mapping may change the length."""
+    if text.isascii():
+        return text.upper() if upper else text.lower()
+    out = []
+    for ch in text:
+        mapped = ch.upper() if upper else ch.lower()
+        if len(mapped) != 1:
+            raise ValueError(f"{'toUpper' if upper else 'toLower'}: {ch!r} maps differently in Go")
+        out.append(mapped)
+    return "".join(out)
+
+
+def go_lower(text: str) -> str:
+    return _simple_case(text, upper=False)
+
+
+def go_upper(text: str) -> str:
+    return _simple_case(text, upper=True)
+
+
+def by_tag(instances: list[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    """consul-template's byTag: tag → the instances carrying it, in their order."""
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for instance in instances:
+        for tag in instance.get("tags") or []:
+            groups.setdefault(tag, []).append(instance)
+    return groups
+
+
+def by_key(tree: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """consul-template's byKey: a tree grouped by its first path segment ("a/b/c" → a: {"b/c": …})."""
+    groups: dict[str, dict[str, str]] = {}
+    for path in sorted(tree):
+        top, _, rest = path.partition("/")
+        if rest:
+            groups.setdefault(top, {})[rest] = tree[path]
+    return groups
+
+
+def explode(tree: Mapping[str, str]) -> dict[str, Any]:
+    """consul-template's explode: a tree as nested mappings; a key that is also a folder is an error."""
+    out: dict[str, Any] = {}
+    for path in sorted(tree):
+        node = out
+        *folders, leaf = path.split("/")
+        for part in folders:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ValueError(f"explode: not a map: {path!r}: {part!r} already has a value")
+            node = child
+        if leaf:
+            node[leaf] = tree[path]
+    return out
+
+
+FILTERS = {f.__name__: f for f in (go_print, go_json, go_trim, go_split, go_indent, go_b64encode, go_b64decode,
+                                   go_lower, go_upper, by_tag, by_key, explode)}
