@@ -73,6 +73,15 @@ def check(args: argparse.Namespace) -> int:
     return 0
 
 
+def convert(args: argparse.Namespace) -> int:
+    """Translate a consul-template config and its templates into confsync.yaml and Jinja2 templates."""
+    from confsync.convert import convert as run_convert
+
+    report = run_convert(args.ct_config, args.output)
+    print("\n".join(report.lines()))
+    return 0 if report.complete else 1
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="confsync", description="Keep config files true to a central store.")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
@@ -101,6 +110,11 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--diff", action="store_true", help="Print a unified diff against the files on disk.")
     command(init, timeout="60s")
     command(check)
+    sub = commands.add_parser("convert", help=convert.__doc__, description=convert.__doc__)
+    sub.set_defaults(func=convert)
+    sub.add_argument("ct_config", type=Path, metavar="CONSUL_TEMPLATE_CONFIG", help="HCL, or JSON by its .json suffix")
+    sub.add_argument("-o", "--output", type=Path, default=Path("."), metavar="DIR",
+                     help="Where confsync.yaml, templates/ and convert-report.txt go [default: .]")
     return parser
 
 

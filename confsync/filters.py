@@ -19,6 +19,8 @@ from typing import Any
 
 import regex
 
+from confsync import filters_go
+
 REGEX_SECONDS = 1.0  # per call: a pattern a template cannot afford is an error, not a hang
 MAX_RESULT = 16 * 1024 * 1024  # characters a single helper may return
 MAX_YAML_ALIASES = 100
@@ -171,3 +173,6 @@ FILTERS = {
 }
 TESTS = {"regex_match": regex_match}
 GLOBALS = {"timestamp": timestamp}
+
+# consul-template's own semantics, which `confsync convert` writes into the templates it translates
+FILTERS.update(filters_go.FILTERS)

@@ -80,6 +80,13 @@ def _check_json_numbers(value: Any) -> None:
             _check_json_numbers(v)
 
 
+def go_str(value: Any) -> str:
+    """A value Go passes to a string parameter only if it is one."""
+    if not isinstance(value, str):
+        raise ValueError(f"wrong type for value; expected string; got {type(value).__name__}")
+    return value
+
+
 def go_trim(text: str) -> str:
     return text.strip(GO_SPACE)
 
@@ -185,5 +192,5 @@ def explode(tree: Mapping[str, str]) -> dict[str, Any]:
     return out
 
 
-FILTERS = {f.__name__: f for f in (go_print, go_json, go_trim, go_split, go_indent, go_b64encode, go_b64decode,
+FILTERS = {f.__name__: f for f in (go_print, go_json, go_str, go_trim, go_split, go_indent, go_b64encode, go_b64decode,
                                    go_lower, go_upper, by_tag, by_key, explode)}

@@ -24,6 +24,7 @@ command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 command -v java >/dev/null 2>&1 || missing+=(default-jre-headless)
 compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || missing+=(postgresql)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)  # the etcd TLS test makes its certificates
+command -v go >/dev/null 2>&1 || missing+=(golang-go)  # renders consul-template templates for test_convert_go
 
 if [ ${#missing[@]} -eq 0 ]; then
     echo "test-deps: etcd, zookeeper, postgresql already installed"

@@ -33,7 +33,7 @@ from confsync.convert.gotemplate import (
     Variable,
     parse,
 )
-from confsync.convert.values import GO_PRINTED, PRINTABLE, Refusal, Value, jinja_string, literal
+from confsync.convert.values import GO_PRINTED, PRINTABLE, Refusal, Value, jinja_string, literal, unique
 
 RESERVED = {"consul", "vault", "env", "loop", "range", "dict", "lipsum", "cycler", "joiner", "namespace", "self",
             "super", "varargs", "kwargs", "caller", "true", "false", "none", "True", "False", "None", "and", "or",
@@ -122,12 +122,7 @@ class Emitter:
         base = re.sub(r"\W", "_", hint.lstrip("$"), flags=re.ASCII) or "v"
         if base[0].isdigit() or base in RESERVED:
             base = f"v_{base}"
-        name, n = base, 1
-        while name in self.names:
-            n += 1
-            name = f"{base}_{n}"
-        self.names.add(name)
-        return name
+        return unique(base, self.names, "_")
 
     def lookup(self, name: str, pos: Pos) -> Value:
         if name == "$":
@@ -308,7 +303,8 @@ class Emitter:
         if k in elem_kinds:
             key_name, value_name = names("key", "value")
             elem_kind = elem_kinds[k]
-            elem = Value(value_name, elem_kind) if elem_kind != "kvpair" else Value("", "kvpair", (key_name, value_name))
+            elem = Value(value_name, elem_kind) if elem_kind != "kvpair" else \
+                Value("", "kvpair", (key_name, value_name))
             return (f"{key_name}, {value_name}", f"{_paren(v.code)} | dictsort(true)", elem,
                     Value(key_name, "str"))
         if k == "error":
@@ -417,6 +413,7 @@ class Emitter:
     def builtin_eq(self, args: list[Value], pos: Pos) -> Value:
         if len(args) < 2:
             raise Refusal(pos, "eq needs at least two arguments")
+        args = _as_strings(args)
         for other in args[1:]:
             _comparable(args[0], other, pos, "eq", {"str", "int", "bool"})
         return Value("(" + " or ".join(f"{args[0].code} == {o.code}" for o in args[1:]) + ")", "bool")
@@ -424,6 +421,7 @@ class Emitter:
     def _compare(self, op: str, name: str, kinds: set[str], args: list[Value], pos: Pos) -> Value:
         if len(args) != 2:
             raise Refusal(pos, f"{name} takes two arguments")
+        args = _as_strings(args)
         _comparable(args[0], args[1], pos, name, kinds)
         return Value(f"({args[0].code} {op} {args[1].code})", "bool")
 
@@ -448,7 +446,7 @@ class Emitter:
         v = args[0]
         if v.kind == "str":  # Go counts bytes
             return Value(f"({_paren(v.code)}.encode() | length)", "int", nonneg=True)
-        if v.kind in ("strlist", "services", "strmap", "anymap", "bytag", "bykey", "pairmap", "snippets") \
+        if v.kind in ("strlist", "services", "strmap", "anymap", "json", "bytag", "bykey", "pairmap", "snippets") \
                 or (v.kind == "kvlist" and not v.extra):
             return Value(f"({_paren(v.code)} | length)", "int", nonneg=True)
         raise Refusal(pos, f"len of a {v.kind} value")
@@ -481,6 +479,8 @@ def field_of(value: Value, name: str, pos: Pos) -> Value:
             raise Refusal(pos, f".{name} of a service: confsync's instances have Address, Port, Node, ID, Tags "
                                "and ServiceMeta")
         attr, kind = fields[name]
+        if name == "Tags":  # consul-template sorts them (dependency.go deepCopyAndSortTags)
+            return Value(f"({code}.tags | sort(case_sensitive=true))", kind)
         return Value(f"{code}.{attr}", kind, nonneg=name == "Port")
     if k == "kvpair":
         if name not in ("Key", "Value"):
@@ -493,17 +493,12 @@ def field_of(value: Value, name: str, pos: Pos) -> Value:
     if k == "secret":
         if name != "Data":
             raise Refusal(pos, f".{name} of a secret: only .Data is translated (confsync keeps leases to itself)")
-        return Value(code, "secretdata", value.extra)
+        # KV v2 wraps the fields in data (and metadata); everything else is the fields themselves
+        return Value(code, "secretdata" if _KV_V2.match(value.extra[0]) else "anymap", value.extra)
     if k == "secretdata":
-        v2 = bool(_KV_V2.match(value.extra[0]))
-        if v2 and name == "data":
+        if name == "data":
             return Value(code, "anymap")
-        if v2:
-            raise Refusal(pos, f".Data.{name} of a KV v2 secret: only .Data.data is translated")
-        if name in ("data", "metadata"):
-            raise Refusal(pos, f".Data.{name}: if {value.extra[0]!r} is KV version 2, write its path with data/ "
-                               "(as consul-template's docs do) so the conversion knows")
-        return Value(f"{code}[{jinja_string(name)}]", "any")
+        raise Refusal(pos, f".Data.{name} of a KV v2 secret: only .Data.data is translated")
     if k in ("anymap", "any", "json", "strmap", "bytag", "bykey", "pairmap"):
         elem = {"anymap": "any", "any": "any", "json": "json", "strmap": "str", "bytag": "services",
                 "bykey": "pairmap", "pairmap": "kvpair"}[k]
@@ -546,6 +541,13 @@ def _truth(v: Value) -> str:
     return v.code
 
 
+def _as_strings(args: list[Value]) -> list[Value]:
+    """A Vault field compared with a string: Go compares it if it holds a string (else fails)."""
+    if not any(a.kind == "str" for a in args):
+        return args
+    return [Value(f"({a.code} | go_str)", "str") if a.kind == "any" else a for a in args]
+
+
 def _comparable(a: Value, b: Value, pos: Pos, name: str, kinds: set[str]) -> None:
     if a.kind == "error" or b.kind == "error":
         raise _Cascade(pos, "")
@@ -584,8 +586,10 @@ def _assemble(pieces: list[Text | _Tag]) -> str:
     for i, piece in enumerate(pieces):
         if isinstance(piece, _Tag):
             continue
-        prev = pieces[i - 1] if i and isinstance(pieces[i - 1], _Tag) else None
-        nxt = pieces[i + 1] if i + 1 < len(pieces) and isinstance(pieces[i + 1], _Tag) else None
+        before = pieces[i - 1] if i else None
+        after = pieces[i + 1] if i + 1 < len(pieces) else None
+        prev = before if isinstance(before, _Tag) else None
+        nxt = after if isinstance(after, _Tag) else None
         kept = piece.text
         # Jinja2's `-` strips every Unicode space (str.isspace); Go's only " \t\r\n": keep the marker
         # where the two agree, else write the text already trimmed.

@@ -52,6 +52,8 @@ REFUSED = {
 
 def _want(v: Value, kinds: set[str] | str, pos: Pos, what: str) -> Value:
     kinds = {kinds} if isinstance(kinds, str) else kinds
+    if v.kind == "any" and "str" in kinds and "any" not in kinds:  # a Vault field: Go takes it if it is a string
+        return Value(f"({v.code} | go_str)", "str")
     if v.kind not in kinds:
         raise Refusal(pos, f"{what}: expects {' or '.join(sorted(kinds))}, got a {v.kind} value "
                            "(Go would fail or convert differently)")

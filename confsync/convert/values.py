@@ -78,3 +78,13 @@ def literal(value: object, pos: Pos) -> Value:
     if isinstance(value, str):
         return Value(jinja_string(value), "str", literal=value, is_literal=True)
     raise Refusal(pos, "nil is not a value in a Go template pipeline")
+
+
+def unique(base: str, used: set[str], sep: str) -> str:
+    """`base`, or `base<sep>2`, `base<sep>3`… whichever is not in `used` yet (then it is)."""
+    name, n = base, 1
+    while name in used:
+        n += 1
+        name = f"{base}{sep}{n}"
+    used.add(name)
+    return name

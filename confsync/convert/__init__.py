@@ -1,0 +1,92 @@
+"""`confsync convert`: a consul-template configuration and its templates → confsync's.
+
+    config.py      consul-template's HCL/JSON config → confsync's config keys
+    gotemplate.py  Go's text/template → a tree
+    emit.py        the tree → Jinja2 that renders the same bytes (values.py: what each value is;
+                   functions.py: consul-template's functions; printf.py: Go's verbs)
+    report.py      what was converted, what was refused and where
+
+A template with anything that cannot be translated exactly is not written: the others are, and
+the conversion is reported as partial (exit code 1).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from confsync.convert import config as ct_config
+from confsync.convert.emit import convert_template
+from confsync.convert.report import Report, TemplateResult
+from confsync.convert.values import unique
+
+
+@dataclass
+class _Names:
+    used: set[str] = field(default_factory=set)
+
+    def take(self, stem: str) -> str:
+        return unique(re.sub(r"[^\w.-]", "_", stem) or "template", self.used, "-")
+
+
+def convert(config_path: Path, out_dir: Path) -> Report:
+    """Read, translate and write; raises ConfigError for a config that cannot be read at all."""
+    converted = ct_config.convert(config_path, ct_config.read(config_path))
+    report = Report(config_path, out_dir, notes=converted.notes, refused=converted.refused)
+    names, reload_names = _Names(), _Names()
+    reloaders: dict[str, dict[str, Any]] = {}
+    templates: list[dict[str, Any]] = []
+    (out_dir / "templates").mkdir(parents=True, exist_ok=True)
+    for spec in converted.templates:
+        origin = str(spec.source) if spec.source else f"{config_path} template[{spec.index}] contents"
+        text, refusals = convert_template(spec.contents, spec.left, spec.right)
+        result = TemplateResult(origin, spec.destination, refusals, spec.notes)
+        report.templates.append(result)
+        if text is None:
+            continue
+        stem = (spec.source.name if spec.source else Path(spec.destination).name)
+        stem = re.sub(r"\.(ctmpl|tmpl|tpl)$", "", stem)
+        name = names.take(stem) + ".j2"
+        (out_dir / "templates" / name).write_text(text, encoding="utf-8")
+        result.written = f"templates/{name}"
+        entry: dict[str, Any] = {"source": f"templates/{name}", "destination": spec.destination, **spec.options}
+        if spec.command is not None:
+            entry["reload"] = _reloader(spec, reloaders, reload_names)
+        templates.append(entry)
+    config: dict[str, Any] = {}
+    used = "\n".join((out_dir / r.written).read_text() for r in report.templates if r.written)
+    sources = dict(converted.sources)
+    for name in ("consul", "vault"):  # a source the templates call must be declared
+        if f"{name}." in used and name not in sources:
+            sources[name] = {"type": name}
+    if sources:
+        config["sources"] = sources
+    config["templates"] = templates
+    if reloaders:
+        config["reloaders"] = reloaders
+    config.update(converted.top)
+    _write_yaml(out_dir / "confsync.yaml", config)
+    report.write()
+    return report
+
+
+def _reloader(spec: ct_config.TemplateSpec, reloaders: dict[str, dict[str, Any]], names: _Names) -> str:
+    for name, existing in reloaders.items():  # one reloader per distinct command: it fires once per batch
+        if existing["command"] == spec.command and existing.get("timeout") == spec.command_timeout:
+            return name
+    words = spec.command if isinstance(spec.command, list) else (spec.command or "").split()
+    name = names.take(re.sub(r"\W", "_", Path(words[0]).name) if words else "command")
+    reloaders[name] = {"command": spec.command}
+    if spec.command_timeout:
+        reloaders[name]["timeout"] = spec.command_timeout
+    return name
+
+
+def _write_yaml(path: Path, config: dict[str, Any]) -> None:
+    import yaml
+
+    header = "# Written by `confsync convert`; see convert-report.txt beside it.\n"
+    path.write_text(header + yaml.safe_dump(config, sort_keys=False, default_flow_style=False, allow_unicode=True),
+                    encoding="utf-8")

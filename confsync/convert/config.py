@@ -1,0 +1,234 @@
+"""consul-template's configuration (HCL or JSON) → confsync's config, template by template.
+
+consul-template's own docs (docs/configuration.md there) define the blocks read here. What has an
+exact counterpart is mapped; what has none is listed in the report, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from confsync.errors import ConfigError
+
+
+@dataclass
+class TemplateSpec:
+    """One `template` block."""
+
+    index: int
+    source: Path | None  # None: the template is inline `contents`
+    contents: str
+    destination: str
+    left: str = "{{"
+    right: str = "}}"
+    options: dict[str, Any] = field(default_factory=dict)  # confsync template keys
+    command: str | list[str] | None = None
+    command_timeout: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Converted:
+    sources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    top: dict[str, Any] = field(default_factory=dict)
+    templates: list[TemplateSpec] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # mapped with a remark, or not mapped and why
+    refused: list[str] = field(default_factory=list)  # settings with no equivalent that change behaviour
+
+
+_IGNORED_TOP = {
+    "pid_file": "confsync writes no pid file",
+    "syslog": "confsync logs to standard error (log_format: json for pipelines)",
+    "kill_signal": "confsync does not supervise the app",
+    "reload_signal": "send a signal to confsync? it re-reads nothing: restart it after a config change",
+    "deduplicate": "no equivalent",
+    "once": "use `confsync once`",
+    "default_delimiters": "set per template",
+}
+_LOG_LEVELS = {"trace": "debug", "debug": "debug", "info": "info", "warn": "warning", "err": "error",
+               "error": "error"}
+
+
+def read(path: Path) -> dict[str, Any]:
+    """The config as nested dicts and lists, HCL or JSON by its suffix (HCL when not .json)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    if path.suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from None
+    else:
+        data = _read_hcl(path, text)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    return data
+
+
+def _read_hcl(path: Path, text: str) -> dict[str, Any]:
+    try:
+        import hcl2
+    except ImportError:
+        raise ConfigError("reading HCL needs python-hcl2: pip install 'confsync[convert]'") from None
+    options = hcl2.SerializationOptions(strip_string_quotes=True, preserve_heredocs=False,
+                                        with_comments=False, explicit_blocks=False)
+    try:
+        data: dict[str, Any] = hcl2.loads(text, serialization_options=options)
+    except Exception as exc:  # lark's errors carry line and column
+        line, col = getattr(exc, "line", "?"), getattr(exc, "column", "?")
+        raise ConfigError(f"{path}:{line}:{col}: not valid HCL: {str(exc).splitlines()[0]}") from None
+    # HCL2 reads `perms = 0640` as the decimal 640; HCL1, which consul-template uses, as octal.
+    perms = iter(re.findall(r"^\s*perms\s*=\s*\"?(\d+)\"?", text, flags=re.M))
+    for block in data.get("template") or []:
+        if isinstance(block, dict) and "perms" in block:
+            block["perms"] = next(perms, str(block["perms"]))
+    return data
+
+
+def _blocks(value: Any) -> list[dict[str, Any]]:
+    """A block as HCL gives it (a list of mappings) or as JSON does (a mapping or a list)."""
+    if value is None:
+        return []
+    items = value if isinstance(value, list) else [value]
+    return [item for item in items if isinstance(item, dict)]
+
+
+def _one(value: Any) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for block in _blocks(value):
+        merged.update(block)
+    return merged
+
+
+def _wait(value: Any, where: str) -> dict[str, str]:
+    if isinstance(value, str):
+        low, _, high = value.partition(":")
+        return {"min": low.strip(), **({"max": high.strip()} if high else {})}
+    block = _one(value)
+    unknown = set(block) - {"min", "max", "enabled"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {sorted(unknown)}")
+    return {k: str(block[k]) for k in ("min", "max") if k in block}
+
+
+def convert(path: Path, raw: dict[str, Any]) -> Converted:
+    out = Converted()
+    for key, value in raw.items():
+        if key == "consul":
+            out.sources["consul"] = _consul(_one(value), out)
+        elif key == "vault":
+            out.sources["vault"] = _vault(_one(value), out)
+        elif key == "template":
+            for block in _blocks(value):
+                out.templates.append(_template(path, len(out.templates), block, out))
+        elif key == "wait":
+            out.top["wait"] = _wait(value, "wait")
+        elif key == "max_stale":
+            out.notes.append("max_stale: mapped to consistency: stale on the consul source")
+        elif key == "log_level":
+            out.top["log_level"] = _LOG_LEVELS.get(str(value).lower(), "info")
+        elif key == "exec":
+            out.refused.append("exec: confsync does not supervise the app here (run it with systemd or "
+                               "Kubernetes; confsync reloads it)")
+        elif key in _IGNORED_TOP:
+            out.notes.append(f"{key}: not mapped: {_IGNORED_TOP[key]}")
+        else:
+            out.refused.append(f"{key}: not translated")
+    if "max_stale" in raw and "consul" in out.sources:
+        out.sources["consul"]["consistency"] = "stale"
+    return out
+
+
+def _consul(block: dict[str, Any], out: Converted) -> dict[str, Any]:
+    source: dict[str, Any] = {"type": "consul"}
+    for key, value in block.items():
+        if key == "address":
+            source["address"] = str(value)
+        elif key == "token":
+            out.notes.append("consul.token: not copied (confsync takes no token inline): set CONSUL_HTTP_TOKEN "
+                             "or token_file")
+        elif key == "ssl":
+            ssl = _one(value)
+            if ssl.get("enabled") and "address" in source and "://" not in source["address"]:
+                source["address"] = "https://" + source["address"]
+            source.update(_tls(ssl))
+        elif key in ("retry", "transport"):
+            out.notes.append(f"consul.{key}: not mapped: confsync retries with its own back-off")
+        else:
+            out.refused.append(f"consul.{key}: not translated")
+    return source
+
+
+def _vault(block: dict[str, Any], out: Converted) -> dict[str, Any]:
+    source: dict[str, Any] = {"type": "vault"}
+    for key, value in block.items():
+        if key == "address":
+            source["address"] = str(value)
+        elif key == "namespace":
+            source["namespace"] = str(value)
+        elif key == "token":
+            out.notes.append("vault.token: not copied (confsync takes no token inline): set VAULT_TOKEN")
+        elif key in ("renew_token", "retry", "default_lease_duration", "lease_renewal_threshold"):
+            out.notes.append(f"vault.{key}: not mapped: confsync renews tokens and leases itself")
+        elif key == "ssl":
+            source.update(_tls(_one(value)))
+        else:
+            out.refused.append(f"vault.{key}: not translated")
+    return source
+
+
+def _tls(ssl: dict[str, Any]) -> dict[str, Any]:
+    """consul-template's ssl block → confsync's tls mapping (empty: nothing to say)."""
+    tls = {new: ssl[old] for old, new in (("ca_cert", "ca_file"), ("cert", "cert_file"), ("key", "key_file"),
+                                          ("verify", "verify")) if old in ssl}
+    return {"tls": tls} if tls else {}
+
+
+def _template(path: Path, index: int, block: dict[str, Any], out: Converted) -> TemplateSpec:
+    where = f"template[{index}]"
+    if "destination" not in block:
+        raise ConfigError(f"{path}: {where}: destination is required")
+    source = block.get("source")
+    if source is None and "contents" not in block:
+        raise ConfigError(f"{path}: {where}: source or contents is required")
+    src_path = Path(str(source)).expanduser().absolute() if source else None
+    if src_path is not None:
+        try:
+            contents = src_path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: {where}.source: cannot read {src_path}: {exc}") from None
+    else:
+        contents = str(block["contents"])
+    spec = TemplateSpec(index, src_path, contents, str(Path(str(block["destination"])).expanduser().absolute()))
+    for key, value in block.items():
+        if key in ("source", "contents", "destination"):
+            continue
+        if key == "perms":
+            spec.options["perms"] = "0" + str(value).lstrip("0").rjust(3, "0") if str(value).isdigit() else value
+        elif key == "backup":
+            spec.options["backup"] = bool(value)
+        elif key == "create_dest_dirs":
+            spec.options["create_dirs"] = bool(value)
+        elif key == "wait":
+            spec.options["wait"] = _wait(value, f"{where}.wait")
+        elif key == "command":
+            spec.command = value if isinstance(value, list) else str(value)
+        elif key == "command_timeout":
+            spec.command_timeout = str(value)
+        elif key == "left_delimiter":
+            spec.left = str(value)
+        elif key == "right_delimiter":
+            spec.right = str(value)
+        elif key == "error_on_missing_key":
+            spec.notes.append("error_on_missing_key: always on in confsync")
+        elif key in ("function_denylist", "function_blacklist", "sandbox_path"):
+            spec.notes.append(f"{key}: not needed: the sandbox has no file, plugin or exec functions")
+        else:
+            out.refused.append(f"{where}.{key}: not translated")
+    return spec

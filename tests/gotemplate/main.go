@@ -1,0 +1,426 @@
+// ctrender renders a consul-template template with Go's own text/template, its functions served
+// from a JSON snapshot of the same Consul and Vault data confsync reads (tests/test_convert_go.py).
+//
+// The functions follow consul-template's documented behaviour (template/funcs.go, dependency/*.go):
+// written for these tests with the standard library only, so the build needs no module download.
+//
+// usage: ctrender SNAPSHOT.json TEMPLATE [LEFT RIGHT]
+package main
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"os"
+	"reflect"
+	"sort"
+	"strings"
+	"text/template"
+)
+
+type snapshot struct {
+	KV      map[string]string          `json:"kv"`
+	Health  map[string][]healthEntry   `json:"health"`
+	Catalog map[string][]string        `json:"catalog"`
+	Secrets map[string]json.RawMessage `json:"secrets"`
+}
+
+type healthEntry struct {
+	Node struct {
+		Node    string
+		Address string
+	}
+	Service struct {
+		ID      string
+		Service string
+		Tags    []string
+		Address string
+		Port    int
+		Meta    map[string]string
+	}
+	Checks []struct {
+		CheckID string
+		Status  string
+	}
+}
+
+// KeyPair is consul-template's dependency.KeyPair, reduced to what templates read.
+type KeyPair struct {
+	Path  string
+	Key   string
+	Value string
+}
+
+// HealthService is consul-template's dependency.HealthService, reduced likewise.
+type HealthService struct {
+	Node        string
+	Address     string
+	ID          string
+	Name        string
+	Tags        []string
+	Port        int
+	ServiceMeta map[string]string
+	Status      string
+}
+
+// CatalogSnippet is consul-template's dependency.CatalogSnippet.
+type CatalogSnippet struct {
+	Name string
+	Tags []string
+}
+
+// Secret is consul-template's dependency.Secret.
+type Secret struct {
+	RequestID     string
+	LeaseID       string
+	LeaseDuration int
+	Renewable     bool
+	Data          map[string]interface{}
+}
+
+var snap snapshot
+
+func list(prefix string) []*KeyPair {
+	var keys []string
+	for k := range snap.KV {
+		if strings.HasPrefix(k, prefix) {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	var pairs []*KeyPair
+	for _, k := range keys {
+		rel := strings.TrimLeft(strings.TrimPrefix(k, prefix), "/")
+		pairs = append(pairs, &KeyPair{Path: k, Key: rel, Value: snap.KV[k]})
+	}
+	return pairs
+}
+
+func tree(prefix string) []*KeyPair {
+	result := []*KeyPair{}
+	for _, p := range list(prefix) {
+		parts := strings.Split(p.Key, "/")
+		if parts[len(parts)-1] != "" {
+			result = append(result, p)
+		}
+	}
+	return result
+}
+
+func ls(prefix string) []*KeyPair {
+	result := []*KeyPair{}
+	for _, p := range list(prefix) {
+		if p.Key != "" && !strings.Contains(p.Key, "/") {
+			result = append(result, p)
+		}
+	}
+	return result
+}
+
+func status(e healthEntry) string {
+	worst := "passing"
+	for _, c := range e.Checks {
+		if strings.HasPrefix(c.CheckID, "_service_maintenance") || strings.HasPrefix(c.CheckID, "_node_maintenance") {
+			return "maintenance"
+		}
+		if c.Status == "critical" || (c.Status == "warning" && worst == "passing") {
+			worst = c.Status
+		}
+	}
+	return worst
+}
+
+func service(args ...string) ([]*HealthService, error) {
+	query := strings.Join(args, "|")
+	name, filter, _ := strings.Cut(query, "|")
+	tag := ""
+	if i := strings.Index(name, "."); i >= 0 {
+		tag, name = name[:i], name[i+1:]
+	}
+	result := []*HealthService{}
+	for _, e := range snap.Health[name] {
+		st := status(e)
+		if filter != "any" && st != "passing" {
+			continue
+		}
+		if tag != "" && !contains(tag, e.Service.Tags) {
+			continue
+		}
+		address := e.Service.Address
+		if address == "" {
+			address = e.Node.Address
+		}
+		tags := append([]string{}, e.Service.Tags...)
+		sort.Strings(tags)
+		result = append(result, &HealthService{Node: e.Node.Node, Address: address, ID: e.Service.ID,
+			Name: e.Service.Service, Tags: tags, Port: e.Service.Port, ServiceMeta: e.Service.Meta, Status: st})
+	}
+	sort.SliceStable(result, func(i, j int) bool {
+		if result[i].Node != result[j].Node {
+			return result[i].Node < result[j].Node
+		}
+		return result[i].ID < result[j].ID
+	})
+	return result, nil
+}
+
+func contains(s string, list []string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func services() []*CatalogSnippet {
+	var result []*CatalogSnippet
+	for name, tags := range snap.Catalog {
+		t := append([]string{}, tags...)
+		sort.Strings(t)
+		result = append(result, &CatalogSnippet{Name: name, Tags: t})
+	}
+	sort.Slice(result, func(i, j int) bool { return result[i].Name < result[j].Name })
+	return result
+}
+
+func secret(path string, rest ...string) (*Secret, error) {
+	params := []string{}
+	for _, p := range rest {
+		if p == "" {
+			continue
+		}
+		k, v, _ := strings.Cut(p, "=")
+		params = append(params, strings.TrimSpace(k)+"="+strings.TrimSpace(v))
+	}
+	sort.Strings(params)
+	key := path
+	if len(params) > 0 {
+		key += "?" + strings.Join(params, "&")
+	}
+	raw, ok := snap.Secrets[key]
+	if !ok {
+		return nil, fmt.Errorf("no secret %q in the snapshot", key)
+	}
+	var s Secret
+	var body struct {
+		RequestID     string                 `json:"request_id"`
+		LeaseID       string                 `json:"lease_id"`
+		LeaseDuration int                    `json:"lease_duration"`
+		Renewable     bool                   `json:"renewable"`
+		Data          map[string]interface{} `json:"data"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber() // as Vault's API client decodes
+	if err := dec.Decode(&body); err != nil {
+		return nil, err
+	}
+	s.RequestID, s.LeaseID, s.LeaseDuration, s.Renewable, s.Data = body.RequestID, body.LeaseID,
+		body.LeaseDuration, body.Renewable, body.Data
+	return &s, nil
+}
+
+func byTag(in []*HealthService) map[string][]*HealthService {
+	m := map[string][]*HealthService{}
+	for _, s := range in {
+		for _, t := range s.Tags {
+			m[t] = append(m[t], s)
+		}
+	}
+	return m
+}
+
+func byKey(pairs []*KeyPair) map[string]map[string]*KeyPair {
+	m := map[string]map[string]*KeyPair{}
+	for _, p := range pairs {
+		parts := strings.Split(p.Key, "/")
+		top, key := parts[0], strings.Join(parts[1:], "/")
+		if key == "" {
+			continue
+		}
+		if m[top] == nil {
+			m[top] = map[string]*KeyPair{}
+		}
+		n := *p
+		n.Key = key
+		m[top][key] = &n
+	}
+	return m
+}
+
+func explodeInto(m map[string]interface{}, k string, v interface{}, p string) error {
+	if strings.Contains(k, "/") {
+		parts := strings.Split(k, "/")
+		top, rest := parts[0], strings.Join(parts[1:], "/")
+		if _, ok := m[top]; !ok {
+			m[top] = map[string]interface{}{}
+		}
+		nest, ok := m[top].(map[string]interface{})
+		if !ok {
+			return fmt.Errorf("not a map: %q: %q already has value %q", p, top, m[top])
+		}
+		return explodeInto(nest, rest, v, k)
+	}
+	if k != "" {
+		m[k] = v
+	}
+	return nil
+}
+
+func explode(pairs []*KeyPair) (map[string]interface{}, error) {
+	m := map[string]interface{}{}
+	for _, p := range pairs {
+		if err := explodeInto(m, p.Key, p.Value, p.Key); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+func in(l, v interface{}) bool {
+	lv := reflect.ValueOf(l)
+	switch lv.Kind() {
+	case reflect.Slice:
+		for i := 0; i < lv.Len(); i++ {
+			if reflect.DeepEqual(lv.Index(i).Interface(), v) {
+				return true
+			}
+		}
+	case reflect.String:
+		if s, ok := v.(string); ok {
+			return strings.Contains(lv.String(), s)
+		}
+	}
+	return false
+}
+
+func indent(spaces int, s string) (string, error) {
+	if spaces < 0 {
+		return "", fmt.Errorf("indent value must be a positive integer")
+	}
+	var out []byte
+	prefix := []byte(strings.Repeat(" ", spaces))
+	start := true
+	for _, c := range []byte(s) {
+		if start && c != '\n' {
+			out = append(out, prefix...)
+		}
+		out = append(out, c)
+		start = c == '\n'
+	}
+	return string(out), nil
+}
+
+func arith(op string) func(b, a int) (int, error) {
+	return func(b, a int) (int, error) {
+		switch op {
+		case "+":
+			return a + b, nil
+		case "-":
+			return a - b, nil
+		case "*":
+			return a * b, nil
+		case "/":
+			return a / b, nil
+		}
+		return a % b, nil
+	}
+}
+
+func main() {
+	if len(os.Args) != 3 && len(os.Args) != 5 {
+		fmt.Fprintln(os.Stderr, "usage: ctrender SNAPSHOT.json TEMPLATE [LEFT RIGHT]")
+		os.Exit(2)
+	}
+	data, err := os.ReadFile(os.Args[1])
+	check(err)
+	check(json.Unmarshal(data, &snap))
+	text, err := os.ReadFile(os.Args[2])
+	check(err)
+	funcs := template.FuncMap{
+		"key": func(s string) string { return snap.KV[s] },
+		"keyOrDefault": func(s, d string) string {
+			if v := snap.KV[s]; v != "" {
+				return v
+			}
+			return d
+		},
+		"keyExists": func(s string) bool { _, ok := snap.KV[s]; return ok },
+		"ls":        ls,
+		"tree":      tree,
+		"service":   service,
+		"services":  services,
+		"secret":    secret,
+		"env":       os.Getenv,
+		"envOrDefault": func(s, d string) string {
+			if v, ok := os.LookupEnv(s); ok {
+				return v
+			}
+			return d
+		},
+		"toJSON": func(v interface{}) (string, error) {
+			b, err := json.Marshal(v)
+			return string(bytes.TrimSpace(b)), err
+		},
+		"toJSONPretty": func(v interface{}) (string, error) {
+			b, err := json.MarshalIndent(v, "", "  ")
+			return string(bytes.TrimSpace(b)), err
+		},
+		"parseJSON": func(s string) (interface{}, error) {
+			if s == "" {
+				return map[string]interface{}{}, nil
+			}
+			var v interface{}
+			err := json.Unmarshal([]byte(s), &v)
+			return v, err
+		},
+		"split": func(sep, s string) []string {
+			s = strings.TrimSpace(s)
+			if s == "" {
+				return []string{}
+			}
+			return strings.Split(s, sep)
+		},
+		"join":       func(sep string, a []string) string { return strings.Join(a, sep) },
+		"replaceAll": func(f, t, s string) string { return strings.ReplaceAll(s, f, t) },
+		"contains":   func(v, l interface{}) bool { return in(l, v) },
+		"in":         in,
+		"byTag":      byTag,
+		"byKey":      byKey,
+		"explode":    explode,
+		"indent":     indent,
+		"add":        arith("+"),
+		"subtract":   arith("-"),
+		"multiply":   arith("*"),
+		"divide":     arith("/"),
+		"modulo":     arith("%"),
+		"base64Encode": func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) },
+		"base64Decode": func(s string) (string, error) {
+			b, err := base64.StdEncoding.DecodeString(s)
+			return string(b), err
+		},
+		"base64URLEncode": func(s string) string { return base64.URLEncoding.EncodeToString([]byte(s)) },
+		"base64URLDecode": func(s string) (string, error) {
+			b, err := base64.URLEncoding.DecodeString(s)
+			return string(b), err
+		},
+		"toLower":   strings.ToLower,
+		"toUpper":   strings.ToUpper,
+		"trimSpace": strings.TrimSpace,
+	}
+	tmpl := template.New(os.Args[2]).Funcs(funcs)
+	if len(os.Args) == 5 {
+		tmpl = tmpl.Delims(os.Args[3], os.Args[4])
+	}
+	tmpl, err = tmpl.Parse(string(text))
+	check(err)
+	check(tmpl.Execute(os.Stdout, nil))
+}
+
+func check(err error) {
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "ctrender:", err)
+		os.Exit(1)
+	}
+}

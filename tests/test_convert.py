@@ -1,0 +1,115 @@
+"""`confsync convert` as a process: refusals with file:line:column, the partial report and exit code,
+and the config mapping (HCL and JSON)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.helpers import confsync
+
+
+def _convert(tmp_path: Path, templates: dict[str, str], extra: str = "") -> tuple[int, str, Path]:
+    blocks = [extra]
+    for name, text in templates.items():
+        (tmp_path / name).write_text(text)
+        blocks.append(f'template {{\n  source = "{tmp_path / name}"\n  destination = "{tmp_path / "out" / name}"\n}}')
+    (tmp_path / "ct.hcl").write_text("\n".join(blocks) + "\n")
+    result = confsync("convert", str(tmp_path / "ct.hcl"), "-o", str(tmp_path / "conv"))
+    return result.returncode, result.stdout + result.stderr, tmp_path / "conv"
+
+
+@pytest.mark.parametrize(("text", "where", "reason"), [
+    ('{{ plugin "x" }}', "1:4", "plugin: runs a program"),
+    ('a\n{{ writeToFile "/etc/x" "y" "" "" }}', "2:4", "writeToFile"),
+    ('{{ frobnicate "x" }}', "1:4", "unknown function 'frobnicate'"),
+    ('{{ timestamp }}', "1:4", "timestamp: changes at every render"),
+    ('{{ range service "web" }}{{ .Checks }}{{ end }}', "1:29", ".Checks of a service"),
+    ('{{ with secret "secret/data/x" }}{{ .LeaseID }}{{ end }}', "1:37", ".LeaseID of a secret"),
+    ('{{ tree "a" }}', "1:1", "printing a kvlist"),
+    ('{{ printf "%q" "x" }}', "1:4", "%q of a str"),
+    ('{{ eq 1 "1" }}', "1:4", "eq of a int and a str"),
+    ('{{ range $i := service "a" }}{{ break }}{{ end }}', "1:30", "loop controls"),
+    ('{{ if }}', "1:1", "syntax error"),
+    ('{{ service "web@dc2" }}', "1:4", "only the tag.name form"),
+])
+def test_refusals_name_file_line_column_and_reason(tmp_path: Path, text: str, where: str, reason: str) -> None:
+    code, out, conv = _convert(tmp_path, {"bad.ctmpl": text, "good.ctmpl": '{{ key "a" }}\n'})
+    assert code == 1
+    assert "PARTIAL" in out
+    assert f"{tmp_path / 'bad.ctmpl'}:{where}: " in out and reason in out, out
+    assert not (conv / "templates" / "bad.j2").exists()
+    assert (conv / "templates" / "good.j2").read_text() == '{{ consul.key("a") }}\n'
+    config = yaml.safe_load((conv / "confsync.yaml").read_text())
+    assert [t["source"] for t in config["templates"]] == ["templates/good.j2"]
+    assert (conv / "convert-report.txt").read_text().count("REFUSED") == 1
+
+
+def test_config_blocks_map_to_confsync(tmp_path: Path) -> None:
+    (tmp_path / "a.ctmpl").write_text('{{ key "x" }}')
+    (tmp_path / "ct.hcl").write_text(f'''
+consul {{
+  address = "127.0.0.1:8500"
+  token = "do-not-copy"
+}}
+vault {{
+  address = "http://127.0.0.1:8200"
+  renew_token = true
+}}
+wait {{
+  min = "2s"
+  max = "10s"
+}}
+max_stale = "10m"
+template {{
+  source = "{tmp_path / 'a.ctmpl'}"
+  destination = "{tmp_path / 'out/a'}"
+  perms = 0640
+  backup = true
+  command = "nginx -s reload"
+  command_timeout = "30s"
+  wait = "1s:5s"
+}}
+template {{
+  contents = "{{{{ key \\"y\\" }}}}"
+  destination = "{tmp_path / 'out/b'}"
+  command = "nginx -s reload"
+  command_timeout = "30s"
+}}
+''')
+    result = confsync("convert", str(tmp_path / "ct.hcl"), "-o", str(tmp_path / "conv"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = (tmp_path / "conv" / "confsync.yaml").read_text()
+    assert "do-not-copy" not in text
+    config = yaml.safe_load(text)
+    assert config["sources"]["consul"] == {"type": "consul", "address": "127.0.0.1:8500", "consistency": "stale"}
+    assert config["sources"]["vault"] == {"type": "vault", "address": "http://127.0.0.1:8200"}
+    assert config["wait"] == {"min": "2s", "max": "10s"}
+    first, second = config["templates"]
+    assert first["perms"] == "0640" and first["backup"] is True and first["wait"] == {"min": "1s", "max": "5s"}
+    assert first["reload"] == second["reload"] == "nginx"  # one reloader for one command
+    assert config["reloaders"] == {"nginx": {"command": "nginx -s reload", "timeout": "30s"}}
+    assert (tmp_path / "conv" / "templates" / "b.j2").read_text() == '{{ consul.key("y") }}'
+    check = confsync("check", "-c", str(tmp_path / "conv" / "confsync.yaml"))
+    assert check.returncode == 0, check.stderr
+
+
+def test_json_config_and_exec_refused(tmp_path: Path) -> None:
+    (tmp_path / "ct.json").write_text(json.dumps({
+        "exec": {"command": "app"},
+        "template": [{"contents": "{{ env \"HOME\" }}", "destination": str(tmp_path / "out")}]}))
+    result = confsync("convert", str(tmp_path / "ct.json"), "-o", str(tmp_path / "conv"))
+    assert result.returncode == 1
+    assert "exec: confsync does not supervise" in result.stdout
+    assert (tmp_path / "conv" / "templates" / "out.j2").read_text() == '{{ env("HOME", "") }}'
+
+
+def test_unreadable_config_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "ct.hcl").write_text("template {\n  source = \n}\n")
+    result = confsync("convert", str(tmp_path / "ct.hcl"), "-o", str(tmp_path / "conv"))
+    assert result.returncode == 2
+    assert f"{tmp_path / 'ct.hcl'}:" in result.stderr and "not valid HCL" in result.stderr
+    assert "Traceback" not in result.stderr
