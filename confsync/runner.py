@@ -13,7 +13,6 @@ import dataclasses
 import difflib
 import hashlib
 import logging
-import random
 import sys
 import time
 from collections import defaultdict
@@ -21,9 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from confsync import reload, write
+from confsync import write
 from confsync.config import Config, TemplateConfig
 from confsync.errors import ConfsyncError, MissingDataError, TemplateError, WriteError
+from confsync.reloading import Reloads, Written
 from confsync.render import Template, make_environment
 from confsync.sources import Dep, Source, source_class
 
@@ -89,13 +89,9 @@ class Runner:
         self.settled = asyncio.Event()  # every template rendered, or one failed for good
         self.source_down: dict[str, str] = {}
         self.source_errors: dict[str, int] = defaultdict(int)
-        self.reloads: dict[str, dict[str, int]] = {name: {"ok": 0, "failed": 0} for name in config.reloaders}
+        self.reloaders = Reloads(config.reloaders, config.wait.min, self._kick.set)
+        self.reloads = self.reloaders.counts  # reloader → {"ok": n, "failed": n}, for /metrics
         self.worker: asyncio.Task[None] | None = None
-        # Writes not yet followed by their reload, per reloader (for rollback), and reload timing.
-        self._unreloaded: dict[str, list[tuple[TemplateState, write.Change]]] = defaultdict(list)
-        self._reloads_due: dict[str, None] = {}
-        self._reload_timers: dict[str, asyncio.TimerHandle] = {}
-        self._last_reload: dict[str, float] = {}
 
     def _load_templates(self) -> list[TemplateState]:
         functions = {name: source_class(s.type).functions for name, s in self.config.sources.items()}
@@ -153,13 +149,11 @@ class Runner:
                     continue
                 change = await self._render(state)
                 if change and self.reload_enabled:
+                    written = Written(state.name, self._target(state), change, state.cfg.rollback)
                     for name in state.cfg.reload:
-                        self._unreloaded[name].append((state, change))
-                        self._request_reload(name)
-            due_reloads, self._reloads_due = list(self._reloads_due), {}
-            for name in due_reloads:
-                await self._reload(name)
-            if (all(s.rendered for s in self.templates) and not self._unreloaded) \
+                        self.reloaders.add(name, written)
+            await self.reloaders.fire_due()
+            if (all(s.rendered for s in self.templates) and not self.reloaders.pending) \
                     or any(_fatal(s.error) for s in self.templates):
                 self.settled.set()
 
@@ -171,8 +165,7 @@ class Runner:
         for state in self.templates:
             if state.timer:
                 state.timer.cancel()
-        for timer in self._reload_timers.values():
-            timer.cancel()
+        self.reloaders.close()
         for source in self.sources.values():
             await source.close()
 
@@ -290,64 +283,6 @@ class Runner:
                 self.values.pop(dep, None)
                 self.sources[dep.source].unwatch(dep)
         state.deps = used
-
-    def _request_reload(self, name: str) -> None:
-        """Fire at most once per global `wait.min` window, after a random `splay` (consul-template#1671)."""
-        if name in self._reload_timers or name in self._reloads_due:
-            return  # already coming: this write rides along
-        cfg = self.config.reloaders[name]
-        now = time.monotonic()
-        delay = max(0.0, self._last_reload.get(name, -1e9) + self.config.wait.min - now)
-        delay += random.uniform(0, cfg.splay) if cfg.splay else 0.0
-        if delay <= 0:
-            self._reloads_due[name] = None
-        else:
-            self._reload_timers[name] = asyncio.get_running_loop().call_later(delay, self._reload_ready, name)
-
-    def _reload_ready(self, name: str) -> None:
-        del self._reload_timers[name]
-        self._reloads_due[name] = None
-        self._kick.set()
-
-    async def _reload(self, name: str) -> None:
-        writes = self._unreloaded.pop(name, [])
-        self._last_reload[name] = time.monotonic()
-        if await self._fire(name):
-            return
-        rolled_back = await self._roll_back(writes)
-        if rolled_back:
-            log.warning("rolled back %s after reload %s failed; reloading onto the previous version",
-                        ", ".join(rolled_back), name, extra={"event": "rolled_back", "reloader": name})
-            await self._fire(name)
-
-    async def _fire(self, name: str) -> bool:
-        try:
-            done = await reload.fire(name, self.config.reloaders[name])
-        except ConfsyncError as exc:
-            self.reloads[name]["failed"] += 1
-            log.error("reload %s failed: %s (will retry at the next change)", name, exc,
-                      extra={"event": "reload_failed", "reloader": name})
-            return False
-        self.reloads[name]["ok"] += 1
-        log.info("reload %s: %s", name, done, extra={"event": "reloaded", "reloader": name})
-        return True
-
-    async def _roll_back(self, writes: list[tuple[TemplateState, write.Change]]) -> list[str]:
-        """Put back, for templates with `rollback: true`, the file the app had before these writes."""
-        restored: list[str] = []
-        for state, change in writes:
-            # The first write of a template in the window holds the version to restore. A first
-            # render has none: removing the file would leave the app nothing at its next start.
-            if not state.cfg.rollback or state.name in restored or change.previous is None:
-                continue
-            try:
-                await write.write(self._target(state), change.previous, guard=False)
-            except WriteError as exc:
-                log.error("%s: rollback failed: %s", state.name, exc, extra={"event": "rollback_failed",
-                                                                            "template": state.name})
-                continue
-            restored.append(state.name)
-        return restored
 
     # -- reports --------------------------------------------------------------------------------
 
