@@ -7,8 +7,10 @@ from the runner's plain counters at scrape time, so the render path never touche
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
+import resource
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -19,6 +21,12 @@ if TYPE_CHECKING:
     from confsync.runner import Runner
 
 log = logging.getLogger(__name__)
+
+# Probes and a scraper need a few connections at a time. Capped, and each one bounded in time, a
+# flood of idle connections cannot take the file descriptors that reads and writes need (issue 10).
+MAX_CONNECTIONS = 64
+EXCHANGE_TIMEOUT = 5.0  # seconds for a whole request and its answer
+_OUT_OF_FDS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -31,28 +39,62 @@ def parse_listen(text: str) -> tuple[str, int]:
 async def serve(runner: Runner, listen: str) -> asyncio.Server:
     host, port = parse_listen(listen)
     collector = Collector(runner)
+    cap = connection_cap()
+    active = 0
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal active
+        if active >= cap:
+            writer.transport.abort()  # over the cap: closed at once, unread
+            return
+        active += 1
         try:
-            request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-            method, path, *_ = request.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
-            status, kind, body = _route(runner, collector, method, path.split("?", 1)[0])
-            head = (f"HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {len(body)}\r\n"
-                    "Connection: close\r\n\r\n")
-            writer.write(head.encode() + (body if method != "HEAD" else b""))
-            await writer.drain()
+            async with asyncio.timeout(EXCHANGE_TIMEOUT):
+                request = await reader.readuntil(b"\r\n\r\n")
+                method, path, *_ = request.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
+                status, kind, body = _route(runner, collector, method, path.split("?", 1)[0])
+                head = (f"HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {len(body)}\r\n"
+                        "Connection: close\r\n\r\n")
+                writer.write(head.encode() + (body if method != "HEAD" else b""))
+                await writer.drain()
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ConnectionError,
                 ValueError):
-            pass
+            writer.transport.abort()
         finally:
+            active -= 1
             writer.close()
 
     try:
         server = await asyncio.start_server(handle, host, port)
     except OSError as exc:
         raise ConfigError(f"listen: cannot listen on {host}:{port}: {exc.strerror}") from None
+    _quiet_accept_errors(asyncio.get_running_loop())
     log.info("serving /healthz, /readyz, /metrics on %s:%d", host, port, extra={"event": "listening"})
     return server
+
+
+def connection_cap() -> int:
+    """At most a quarter of the file descriptors this process may open."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return max(1, min(MAX_CONNECTIONS, soft // 4)) if soft != resource.RLIM_INFINITY else MAX_CONNECTIONS
+
+
+def _quiet_accept_errors(loop: asyncio.AbstractEventLoop) -> None:
+    """asyncio reports an accept() that ran out of descriptors with a traceback, and retries a
+    second later: one line each time is enough (issue 10 saw 28k traceback lines in 6 s)."""
+    previous = loop.get_exception_handler()
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if isinstance(exc, OSError) and exc.errno in _OUT_OF_FDS and "accept" in context.get("message", ""):
+            log.warning("/healthz, /readyz, /metrics: cannot accept a connection: %s (retrying in 1s)",
+                        exc.strerror, extra={"event": "listener_error"})
+        elif previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
 
 
 def _route(runner: Runner, collector: Collector, method: str, path: str) -> tuple[str, str, bytes]:

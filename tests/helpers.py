@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import resource
 import signal
 import subprocess
 import sys
@@ -36,10 +37,15 @@ def confsync(*args: str, cwd: Path | None = None, timeout: float = 60, **env: st
 class Daemon:
     """`confsync run` as a real process with JSON logs read line by line on a thread."""
 
-    def __init__(self, *args: str, cwd: Path | None = None, **env: str) -> None:
+    def __init__(self, *args: str, cwd: Path | None = None, max_fds: int | None = None, **env: str) -> None:
+        def limit_fds() -> None:
+            if max_fds is not None:  # RLIMIT_NOFILE, as a container runtime may set it
+                resource.setrlimit(resource.RLIMIT_NOFILE, (max_fds, max_fds))
+
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "confsync", "run", "--log-format", "json", "--log-level", "debug", *args],
             cwd=cwd, env=cli_env(**env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            preexec_fn=limit_fds,
         )
         self.lines: list[str] = []
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
