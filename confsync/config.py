@@ -102,11 +102,7 @@ class ReloaderConfig:
                 "set exactly one of pid_file, process, url or command"
                 + (f" (got {', '.join(kinds)})" if kinds else "")
             )
-        if self.signal:
-            import signal as _signal
-
-            if not hasattr(_signal, self.signal) or not self.signal.startswith("SIG"):
-                raise ValueError(f"unknown signal {self.signal!r}")
+        _check_reloader(self)
 
     @property
     def kind(self) -> Literal["signal", "url", "command"]:
@@ -115,6 +111,52 @@ class ReloaderConfig:
         if self.command:
             return "command"
         return "signal"
+
+
+class FieldValueError(ValueError):
+    """A dataclass's own check that blames one of its fields: the error names `where.field`."""
+
+    def __init__(self, field_name: str, message: str) -> None:
+        super().__init__(message)
+        self.field_name = field_name
+
+
+# RFC 9110 §5.6.2: a method is a token.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def _check_reloader(cfg: ReloaderConfig) -> None:
+    """Every value a reload will use, checked now: at fire time a bad one would only fail (issue 10)."""
+    import signal as _signal
+    from urllib.parse import urlsplit
+
+    if not isinstance(getattr(_signal, cfg.signal, None), _signal.Signals):
+        raise FieldValueError("signal", f"unknown signal {cfg.signal!r}")
+    if cfg.url is not None:
+        try:
+            parts = urlsplit(cfg.url)
+            port = parts.port
+        except ValueError as exc:  # "Port out of range 0-65535", "Invalid IPv6 URL"
+            raise FieldValueError("url", f"not a valid URL: {exc}") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname or port == 0 \
+                or any(c.isspace() or not c.isprintable() for c in cfg.url):
+            raise FieldValueError("url", f"expected an http:// or https:// URL with a host, got {cfg.url!r}")
+    if not _TOKEN.fullmatch(cfg.method):
+        raise FieldValueError("method", f"not an HTTP method (letters, digits, -_.!~*'): {cfg.method!r}")
+    for status in cfg.expect_status:
+        if not 100 <= status <= 599:
+            raise FieldValueError("expect_status", f"not an HTTP status: {status}")
+    if not 0 < cfg.timeout < 86400:
+        raise FieldValueError("timeout", f"expected more than 0s and less than a day, got {cfg.timeout:g}s")
+    if not 0 <= cfg.splay < 86400:
+        raise FieldValueError("splay", f"expected less than a day, got {cfg.splay:g}s")
+    if cfg.retries < 0:
+        raise FieldValueError("retries", f"cannot be negative: {cfg.retries}")
+    words = [cfg.command] if isinstance(cfg.command, str) else list(cfg.command or ())
+    if cfg.command is not None and (not words or any(not w or "\0" in w for w in words)):
+        raise FieldValueError("command", "expected a non-empty command without NUL characters")
+    if cfg.process is not None and ("\0" in cfg.process or "/" in cfg.process):
+        raise FieldValueError("process", f"expected a process name, got {cfg.process!r}")
 
 
 @dataclass(frozen=True)
@@ -349,6 +391,8 @@ def _convert_dataclass(value: Any, cls: Any, where: str, base: Path) -> Any:
             raise _FieldError(_join(where, f.name), "required")
     try:
         return cls(**kwargs)
+    except FieldValueError as exc:
+        raise _FieldError(_join(where, exc.field_name), str(exc)) from None
     except ValueError as exc:  # a dataclass's own cross-field check
         raise _FieldError(where or cls.__name__, str(exc)) from None
 

@@ -10,6 +10,10 @@
 
 Library errors (jinja2, OSError, httpx, hvac, kazoo…) are mapped to these at one boundary each,
 with `raise ... from exc`, so callers handle eight classes, not forty.
+
+An error's `detail` is text taken from data or from a command's output (a parser's complaint, the
+first line a check printed). It is kept apart from the `message` (what failed, and where) so that
+errors of secret-bearing templates can be told without it (issue 10).
 """
 
 from __future__ import annotations
@@ -17,6 +21,10 @@ from __future__ import annotations
 
 class ConfsyncError(Exception):
     exit_code = 1
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(f"{message}: {detail}" if detail else message)
+        self.message, self.detail = message, detail
 
 
 class ConfigError(ConfsyncError):

@@ -60,7 +60,7 @@ async def once(config: Config, timeout: float, *, reloads: bool = True, dry_run:
     `init` is this without reloads: in an init container the app is not running yet.
     """
     runner = Runner(config, reloads=reloads and not dry_run, dry_run=dry_run,
-                    diff=print_to_stdout if diff else None, force=force)
+                    diff=print_to_stdout if diff else None, force=force, pace_reloads=False)
     await runner.start()
     worker = asyncio.create_task(runner.work())
     try:

@@ -1,8 +1,9 @@
 """When reloads fire: coalesced per reloader, paced by `wait.min` and `splay`, rolled back on failure.
 
-The runner hands over every write that a reloader should follow (`add`); the reloader fires once for
-all writes that arrived before it was due, however many templates changed. What a reload *does*
-(signal, HTTP, command) is `confsync.reload`.
+The runner hands over every write that a reloader should follow (`add`). Each reloader fires as a
+task of its own, so a slow reload delays neither renders nor other reloaders (issue 10); at most one
+is in flight per reloader, and writes that arrive meanwhile get exactly one more. What a reload
+*does* (signal, HTTP, command) is `confsync.reload`.
 """
 
 from __future__ import annotations
@@ -33,22 +34,31 @@ class Written:
 
 
 class Reloads:
-    """The reloaders of one config: pending writes, pacing timers and outcome counters."""
+    """The reloaders of one config: pending writes, pacing timers, reloads in flight, outcomes.
 
-    def __init__(self, reloaders: dict[str, ReloaderConfig], wait_min: float, kick: Callable[[], None]) -> None:
+    `paced=False` (for `once`) fires at once, without `wait.min` spacing or `splay`: a one-shot run
+    must not exit with a reload still to come, nor wait an hour of splay for it (issue 10).
+    `describe(reloader, error)` is what may be logged of a failure (secrets: see Runner.safe_message).
+    """
+
+    def __init__(self, reloaders: dict[str, ReloaderConfig], wait_min: float, *, paced: bool = True,
+                 kick: Callable[[], None], describe: Callable[[str, ConfsyncError], str]) -> None:
         self.reloaders = reloaders
         self.wait_min = wait_min
-        self.kick = kick  # wakes the runner's worker when a paced reload becomes due
+        self.paced = paced
+        self.kick = kick  # wakes the runner's worker, which tells when all is settled
+        self.describe = describe
         self.counts: dict[str, dict[str, int]] = {name: {"ok": 0, "failed": 0} for name in reloaders}
         self._unreloaded: dict[str, list[Written]] = defaultdict(list)
-        self._due: dict[str, None] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
         self._last: dict[str, float] = {}
+        self._closed = False
 
     @property
     def pending(self) -> bool:
-        """Some write is not yet followed by its reload."""
-        return bool(self._unreloaded)
+        """Some write is not yet followed by its reload, or a reload is in flight."""
+        return bool(self._unreloaded or self._tasks)
 
     def add(self, name: str, written: Written) -> None:
         self._unreloaded[name].append(written)
@@ -56,48 +66,69 @@ class Reloads:
 
     def _request(self, name: str) -> None:
         """Fire at most once per global `wait.min` window, after a random `splay` (consul-template#1671)."""
-        if name in self._timers or name in self._due:
-            return  # already coming: this write rides along
+        if name in self._timers or name in self._tasks or self._closed:
+            return  # already coming, or in flight: its end asks again for the writes it did not take
         cfg = self.reloaders[name]
-        now = time.monotonic()
-        delay = max(0.0, self._last.get(name, -1e9) + self.wait_min - now)
-        delay += random.uniform(0, cfg.splay) if cfg.splay else 0.0
+        delay = 0.0
+        if self.paced:
+            delay = max(0.0, self._last.get(name, -1e9) + self.wait_min - time.monotonic())
+            delay += random.uniform(0, cfg.splay) if cfg.splay else 0.0
         if delay <= 0:
-            self._due[name] = None
+            self._start(name)
         else:
-            self._timers[name] = asyncio.get_running_loop().call_later(delay, self._ready, name)
+            self._timers[name] = asyncio.get_running_loop().call_later(delay, self._start, name)
 
-    def _ready(self, name: str) -> None:
-        del self._timers[name]
-        self._due[name] = None
+    def _start(self, name: str) -> None:
+        self._timers.pop(name, None)
+        task = self._tasks[name] = asyncio.create_task(self._reload(name), name=f"reload {name}")
+        task.add_done_callback(lambda _: self._done(name, task))
+
+    def _done(self, name: str, task: asyncio.Task[None]) -> None:
+        del self._tasks[name]
+        if not task.cancelled() and task.exception():  # a bug of ours: say so, keep serving
+            log.error("reload %s: internal error: %r", name, task.exception(),
+                      extra={"event": "reload_failed", "reloader": name})
+        if self._unreloaded.get(name):  # written while it was in flight: one more
+            self._request(name)
         self.kick()
 
-    async def fire_due(self) -> None:
-        due, self._due = list(self._due), {}
-        for name in due:
-            await self._reload(name)
-
-    def close(self) -> None:
+    async def close(self) -> None:
+        """Stop: what was not delivered is counted and logged as failed (`once` must not exit 0)."""
+        self._closed = True
         for timer in self._timers.values():
             timer.cancel()
+        self._timers.clear()
+        for task in self._tasks.values():
+            task.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        for name in list(self._unreloaded):
+            self.counts[name]["failed"] += 1
+            log.error("reload %s not delivered: confsync stopped before it was done", name,
+                      extra={"event": "reload_failed", "reloader": name})
+        self._unreloaded.clear()
 
     async def _reload(self, name: str) -> None:
         writes = self._unreloaded.pop(name, [])
         self._last[name] = time.monotonic()
-        if await self._fire(name):
-            return
-        rolled_back = await _roll_back(writes)
-        if rolled_back:
-            log.warning("rolled back %s after reload %s failed; reloading onto the previous version",
-                        ", ".join(rolled_back), name, extra={"event": "rolled_back", "reloader": name})
-            await self._fire(name)
+        try:
+            if await self._fire(name):
+                return
+            rolled_back = await _roll_back(writes)
+            if rolled_back:
+                log.warning("rolled back %s after reload %s failed; reloading onto the previous version",
+                            ", ".join(rolled_back), name, extra={"event": "rolled_back", "reloader": name})
+                await self._fire(name)
+        except asyncio.CancelledError:
+            if writes:  # not delivered: `close` reports it
+                self._unreloaded[name][:0] = writes
+            raise
 
     async def _fire(self, name: str) -> bool:
         try:
             done = await reload.fire(name, self.reloaders[name])
         except ConfsyncError as exc:
             self.counts[name]["failed"] += 1
-            log.error("reload %s failed: %s (will retry at the next change)", name, exc,
+            log.error("reload %s failed: %s (will retry at the next change)", name, self.describe(name, exc),
                       extra={"event": "reload_failed", "reloader": name})
             return False
         self.counts[name]["ok"] += 1

@@ -117,19 +117,21 @@ class Template:
             text = self.compiled.render(names)
         except Exception as exc:
             if not result.missing:  # else most likely caused by a placeholder: retried when data arrives
-                result.error = TemplateError(f"{self.path}:{_line_of(exc, self.path)}: {_describe(exc)}")
+                kind, detail = _describe(exc)
+                result.error = TemplateError(f"{self.path}:{_line_of(exc, self.path)}: {kind}", detail)
             return result
         if not result.missing:
             result.text = text
         return result
 
 
-def _describe(exc: BaseException) -> str:
+def _describe(exc: BaseException) -> tuple[str, str]:
+    """The kind of failure, and the exception's own text: only the latter may quote a value."""
     if isinstance(exc, jinja2.exceptions.SecurityError):
-        return f"refused by the sandbox: {exc}"
+        return "refused by the sandbox", str(exc)
     if isinstance(exc, jinja2.UndefinedError):
-        return f"undefined: {exc.message}"
-    return f"{type(exc).__name__}: {exc}"
+        return "undefined", exc.message or ""
+    return type(exc).__name__, str(exc)
 
 
 def _line_of(exc: BaseException, path: Path) -> int | str:

@@ -73,7 +73,8 @@ class Runner:
     """Drives all templates of a config. `reloads=False` for init; `dry_run`/`diff` for once."""
 
     def __init__(self, config: Config, *, reloads: bool = True, dry_run: bool = False,
-                 diff: Callable[[str], None] | None = None, force: bool = False) -> None:
+                 diff: Callable[[str], None] | None = None, force: bool = False,
+                 pace_reloads: bool = True) -> None:
         self.config = config
         self.reload_enabled = reloads
         self.dry_run = dry_run
@@ -89,7 +90,8 @@ class Runner:
         self.settled = asyncio.Event()  # every template rendered, or one failed for good
         self.source_down: dict[str, str] = {}
         self.source_errors: dict[str, int] = defaultdict(int)
-        self.reloaders = Reloads(config.reloaders, config.wait.min, self._kick.set)
+        self.reloaders = Reloads(config.reloaders, config.wait.min, paced=pace_reloads, kick=self._kick.set,
+                                 describe=lambda name, error: self.safe_message(error, self._reloads_secret(name)))
         self.reloads = self.reloaders.counts  # reloader → {"ok": n, "failed": n}, for /metrics
         self.worker: asyncio.Task[None] | None = None
 
@@ -152,7 +154,6 @@ class Runner:
                     written = Written(state.name, self._target(state), change, state.cfg.rollback)
                     for name in state.cfg.reload:
                         self.reloaders.add(name, written)
-            await self.reloaders.fire_due()
             if (all(s.rendered for s in self.templates) and not self.reloaders.pending) \
                     or any(_fatal(s.error) for s in self.templates):
                 self.settled.set()
@@ -165,7 +166,7 @@ class Runner:
         for state in self.templates:
             if state.timer:
                 state.timer.cancel()
-        self.reloaders.close()
+        await self.reloaders.close()
         for source in self.sources.values():
             await source.close()
 
@@ -246,7 +247,7 @@ class Runner:
         return written
 
     def _failed(self, state: TemplateState, error: ConfsyncError, kind: str) -> None:
-        error = type(error)(self._redact(state, str(error)))
+        error = type(error)(self.safe_message(error, self._is_secret(state)))
         state.error = error
         state.failures[kind] += 1
         log.error("%s not written: %s", state.name, error, extra={"event": "render_failed",
@@ -255,18 +256,26 @@ class Runner:
     def _is_secret(self, state: TemplateState) -> bool:
         return any(getattr(self.sources[d.source], "secret", False) for d in state.deps)
 
+    def _reloads_secret(self, reloader: str) -> bool:
+        return any(self._is_secret(s) for s in self.templates if reloader in s.cfg.reload)
+
     def _target(self, state: TemplateState) -> write.Target:
         """Templates that used a secret get 0600 files and private backups unless perms say so."""
         return dataclasses.replace(state.target, secret=True) if self._is_secret(state) else state.target
 
-    def _redact(self, state: TemplateState, text: str) -> str:
-        """Error messages of secret-bearing templates: any value they used is cut out."""
-        if not self._is_secret(state):
-            return text
-        for dep in state.deps:
-            for value in _strings(self.values.get(dep)):
-                if len(value) >= 4:
-                    text = text.replace(value, "<redacted>")
+    def safe_message(self, error: ConfsyncError, secret: bool) -> str:
+        """What may be told of an error (issue 10). For a secret-bearing template or reloader: what
+        failed and where, without the detail taken from data or a command's output, since no
+        redaction finds a secret that was transformed (`|upper`, b64encode, a slice) or is short.
+        For others: all of it, with every value a secret source gave cut out."""
+        if secret:
+            return error.message + (" (details withheld: it uses secrets)" if error.detail else "")
+        text = str(error)
+        for dep, value in self.values.items():
+            if getattr(self.sources.get(dep.source), "secret", False):
+                for secret_text in _strings(value):
+                    if secret_text:
+                        text = text.replace(secret_text, "<redacted>")
         return text
 
     def _set_deps(self, state: TemplateState, used: set[Dep]) -> None:

@@ -143,8 +143,8 @@ def _check_format(target: Target, data: bytes) -> None:
 
             tomllib.loads(text)
     except Exception as exc:  # the parsers' errors carry line and column, never our values
-        raise RefusedError(f"{target.destination}: render is not valid {target.format}: "
-                           f"{_first_line(exc)}; kept the current file") from None
+        raise RefusedError(f"{target.destination}: render is not valid {target.format} (kept the current "
+                           "file)", _first_line(exc)) from None
 
 
 def _first_line(exc: Exception) -> str:
@@ -190,30 +190,19 @@ def _copy_ownership(target: Target, staged: Path, exists: bool) -> None:
 
 
 async def _check(target: Target, staged: Path) -> None:
-    command = target.check.replace("{staged}", shlex.quote(str(staged)))  # type: ignore[union-attr]
-    proc = await asyncio.create_subprocess_shell(
-        command, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT, start_new_session=True,
-    )
+    from confsync import command
+
     try:
-        output, _ = await asyncio.wait_for(proc.communicate(), target.check_timeout)
+        async with asyncio.timeout(target.check_timeout):
+            done = await command.run(target.check.replace("{staged}", shlex.quote(str(staged))))  # type: ignore[union-attr]
     except TimeoutError:
-        _kill_group(proc.pid)
-        await proc.wait()
         raise WriteError(f"{target.destination}: check timed out after {target.check_timeout:g}s: "
                          f"{target.check}") from None
-    except asyncio.CancelledError:
-        _kill_group(proc.pid)
-        raise
-    if proc.returncode != 0:
-        text = output.decode("utf-8", "replace").strip()
-        raise WriteError(f"{target.destination}: check failed (exit {proc.returncode}): {target.check}"
-                         + (f"\n{text}" if text else ""))
-
-
-def _kill_group(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, 9)
+    except OSError as exc:
+        raise WriteError(f"{target.destination}: cannot run the check: {exc.strerror}") from None
+    if done.returncode != 0:  # the first line is the app's complaint; the rest may be the staged file
+        raise WriteError(f"{target.destination}: check failed (exit {done.returncode}): {target.check}",
+                         done.first_line)
 
 
 def _link_backup(dest: Path) -> Path:
