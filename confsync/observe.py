@@ -65,7 +65,9 @@ async def serve(runner: Runner, listen: str) -> asyncio.Server:
             writer.close()
 
     try:
-        server = await asyncio.start_server(handle, host, port)
+        # asyncio accepts up to `backlog` connections at a time before any handler can close one:
+        # a small backlog keeps that burst well inside the descriptor budget too.
+        server = await asyncio.start_server(handle, host, port, backlog=min(16, cap))
     except OSError as exc:
         raise ConfigError(f"listen: cannot listen on {host}:{port}: {exc.strerror}") from None
     _quiet_accept_errors(asyncio.get_running_loop())
