@@ -30,6 +30,8 @@ PID_MAX = 1 << 22  # Linux's PID_MAX_LIMIT: no process has a larger PID
 
 async def fire(name: str, cfg: ReloaderConfig) -> str:
     """Deliver one reload; returns what was done, raises ReloadError naming why not."""
+    if cfg.kind == "url":
+        _tls()  # imports httpx and loads the CA bundle: once per process, and not on the reload's clock
     try:
         async with asyncio.timeout(cfg.timeout):
             return await KINDS[cfg.kind](cfg)

@@ -269,7 +269,7 @@ def test_reload_url_down_is_retried_at_the_next_change(project, tmp_path):
     from tests.test_observe import free_port
 
     url = f"http://127.0.0.1:{free_port()}/-/reload"  # nothing listens there
-    cfg = project(cfg_text("    reload: web\n", f'reloaders:\n  web: {{url: "{url}", retries: 2, timeout: 1s}}\n'),
+    cfg = project(cfg_text("    reload: web\n", f'reloaders:\n  web: {{url: "{url}", retries: 2, timeout: 5s}}\n'),
                   {"t.j2": "{{ kv.key('v') }}"}, {"v": "1"})
     with Daemon("-c", str(cfg)) as daemon:
         failure = daemon.wait_event("reload_failed")
