@@ -21,12 +21,17 @@ from confsync.errors import ConfigError, ConfsyncError
 def _load(args: argparse.Namespace, **overrides: Any) -> config_module.Config:
     from confsync import logs
 
-    level, fmt = args.log_level, args.log_format
     # Logging first, from the flags alone, so config errors are logged the same way.
-    logs.setup(level or "info", fmt or "text")
-    config = config_module.load(args.config, {"log_level": level, "log_format": fmt, **overrides})
+    logs.setup(args.log_level or "info", args.log_format or "text")
+    config = _read(args, **overrides)
     logs.setup(config.log_level, config.log_format)
     return config
+
+
+def _read(args: argparse.Namespace, **overrides: Any) -> config_module.Config:
+    """The config file with the flags applied over it: at start, and again at each SIGHUP."""
+    return config_module.load(args.config, {"log_level": args.log_level, "log_format": args.log_format,
+                                            **overrides})
 
 
 def _timeout(text: str) -> float:
@@ -41,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from confsync import modes
 
     cfg = _load(args, listen=args.listen)
-    return asyncio.run(modes.run(cfg, force=args.force))
+    return asyncio.run(modes.run(cfg, force=args.force, load=lambda: _read(args, listen=args.listen)))
 
 
 def once(args: argparse.Namespace) -> int:
@@ -119,6 +124,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from confsync import signals
+
+    signals.hold()
+    try:
+        _main(argv)
+    except signals.Stopped as stopped:
+        sys.exit(128 + stopped.signum)
+
+
+def _main(argv: list[str] | None) -> None:
     parser = _parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "func"):
@@ -129,5 +144,3 @@ def main(argv: list[str] | None = None) -> None:
     except ConfsyncError as exc:
         print(f"confsync: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        sys.exit(130)

@@ -113,6 +113,11 @@ class Collector:
             reloads.add_metric([name], outcomes["ok"])
             reload_failures.add_metric([name], outcomes["failed"])
         yield from (reloads, reload_failures)
+        config_reloads = CounterMetricFamily("confsync_config_reloads", "Config re-reads on SIGHUP, applied "
+                                             "(ok) or refused (failed)", labels=["result"])
+        for result, count in runner.config_reloads.items():
+            config_reloads.add_metric([result], count)
+        yield config_reloads
 
         up = GaugeMetricFamily("confsync_source_up", "1 if the source's backend is reachable", labels=["source"])
         errors = CounterMetricFamily("confsync_source_errors", "Times a source became unavailable",

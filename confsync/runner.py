@@ -21,9 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from confsync import reload, write
-from confsync.config import Config, TemplateConfig
-from confsync.errors import ConfsyncError, MissingDataError, TemplateError, WriteError
+from confsync import lint, reload, write
+from confsync.config import Config, SourceConfig, TemplateConfig
+from confsync.errors import ConfigError, ConfsyncError, MissingDataError, TemplateError, WriteError
 from confsync.render import Template, make_environment
 from confsync.sources import Dep, Source, source_class
 
@@ -63,10 +63,30 @@ class TemplateState:
     propagation: Timing = field(default_factory=Timing)  # change seen → file written
     changed_at: float | None = None  # monotonic time of the oldest change not yet written
     last_success: float | None = None  # wall-clock time of the last render that reached the disk
+    fingerprint: str = ""  # the text of the template and all it includes, set where configs reload
 
     @property
     def name(self) -> str:
         return str(self.cfg.destination)
+
+    def take_over(self, old: TemplateState) -> None:
+        """A config reload changed this template: keep its counters (Prometheus counters only grow)."""
+        self.renders, self.failures = old.renders, old.failures
+        self.render_time, self.write_time, self.propagation = old.render_time, old.write_time, old.propagation
+        self.last_success = old.last_success
+
+
+@dataclass
+class Plan:
+    """A new config checked and compiled, and how it differs from the running one."""
+
+    config: Config
+    templates: list[TemplateState]  # in the new config's order; unchanged ones are the running states
+    fresh: list[tuple[TemplateState, TemplateState | None]]  # new or changed, and the state each replaces
+    removed: list[TemplateState]
+    start: dict[str, SourceConfig]  # sources added or changed
+    close: set[str]  # sources removed or changed
+    changes: list[str]  # what an operator reads in the log: "+template out/b.conf", "~source kv"…
 
 
 class Runner:
@@ -82,7 +102,7 @@ class Runner:
         self.sources: dict[str, Source] = {}
         self.values: dict[Dep, Any] = {}
         self.users: dict[Dep, set[TemplateState]] = defaultdict(set)
-        self.templates = self._load_templates()
+        self.templates = self._load_templates(config)
         self._due: set[TemplateState] = set(self.templates)
         self._kick = asyncio.Event()
         self._stopping = False
@@ -96,13 +116,15 @@ class Runner:
         self._reloads_due: dict[str, None] = {}
         self._reload_timers: dict[str, asyncio.TimerHandle] = {}
         self._last_reload: dict[str, float] = {}
+        self.config_reloads = {"ok": 0, "failed": 0}
+        self._plans: list[tuple[Plan, asyncio.Future[None]]] = []
 
-    def _load_templates(self) -> list[TemplateState]:
-        functions = {name: source_class(s.type).functions for name, s in self.config.sources.items()}
+    def _load_templates(self, config: Config) -> list[TemplateState]:
+        functions = {name: source_class(s.type).functions for name, s in config.sources.items()}
         envs: dict[Any, Any] = {}
-        allow = frozenset(self.config.env_allow) if self.config.env_allow is not None else None
+        allow = frozenset(config.env_allow) if config.env_allow is not None else None
         states = []
-        for i, cfg in enumerate(self.config.templates):
+        for i, cfg in enumerate(config.templates):
             folder = cfg.source.parent
             env = envs.get(folder) or envs.setdefault(folder, make_environment([folder], allow))
             target = write.Target(
@@ -111,6 +133,106 @@ class Runner:
                 allowed_roots=cfg.allowed_roots)
             states.append(TemplateState(i, cfg, Template(env, cfg.source, functions), target))
         return states
+
+    def fingerprint(self, states: list[TemplateState]) -> list[str]:
+        """Remember what each template's text is, so that a config reload can tell what changed;
+        returns the problems found on the way (a missing include, an undefined name)."""
+        problems = []
+        for state in states:
+            env = state.template.compiled.environment
+            walk = lint.walk(env, state.cfg.source.name)
+            state.fingerprint = walk.fingerprint()
+            problems += walk.problems + walk.unknown_names(set(state.template.functions) | set(env.globals))
+        return problems
+
+    # -- config reload (SIGHUP) -------------------------------------------------------------------
+
+    def plan(self, config: Config) -> Plan:
+        """Compile `config`'s templates and compare with the running config; raises what is wrong."""
+        old = self.config
+        states = self._load_templates(config)
+        problems = self.fingerprint(states)
+        if problems:
+            raise TemplateError("; ".join(problems))
+        start = {n: s for n, s in config.sources.items() if old.sources.get(n) != s}
+        close = {n for n, s in old.sources.items() if config.sources.get(n) != s}
+        retyped = {n for n in start if n in old.sources and old.sources[n].type != start[n].type}
+        running = {s.name: s for s in self.templates}
+        plan = Plan(config, [], [], [], start, close, [])
+        for new in states:
+            prior = running.pop(new.name, None)
+            if prior and prior.cfg == new.cfg and prior.fingerprint == new.fingerprint \
+                    and config.env_allow == old.env_allow and not any(d.source in retyped for d in prior.deps):
+                prior.index, prior.template = new.index, new.template  # same text, the new sources' names
+                plan.templates.append(prior)
+                continue
+            plan.templates.append(new)
+            plan.fresh.append((new, prior))
+            plan.changes.append(f"{'~' if prior else '+'}template {new.name}")
+        plan.removed = list(running.values())
+        plan.changes += [f"-template {s.name}" for s in plan.removed]
+        plan.changes += [f"{'~' if n in old.sources else '+'}source {n}" for n in start]
+        plan.changes += [f"-source {n}" for n in close - set(start)]
+        for name in sorted(set(old.reloaders) | set(config.reloaders)):
+            before, after = old.reloaders.get(name), config.reloaders.get(name)
+            if before != after:
+                plan.changes.append(f"{'+' if before is None else '-' if after is None else '~'}reloader {name}")
+        return plan
+
+    async def reconfigure(self, plan: Plan) -> None:
+        """Apply `plan` between two renders (the worker does it: no render sees half a config)."""
+        done = asyncio.get_running_loop().create_future()
+        self._plans.append((plan, done))
+        self._kick.set()
+        await done
+
+    async def _apply(self, plan: Plan) -> None:
+        started: dict[str, Source] = {}
+        try:  # sources first: one that cannot start refuses the whole config
+            for name, spec in plan.start.items():
+                started[name] = source_class(spec.type)(name, spec.options, self)
+                await started[name].start()
+        except Exception as exc:
+            for source in started.values():
+                await source.close()
+            raise ConfigError(f"sources.{name}: cannot start: {exc}") from None
+        self.config = plan.config
+        for new, prior in plan.fresh:
+            if prior:  # hand its watches over: the new version most likely uses the same keys
+                if prior.timer:
+                    prior.timer.cancel()
+                new.take_over(prior)
+                for dep in prior.deps:
+                    self.users[dep].discard(prior)
+                    self.users[dep].add(new)
+                new.deps = prior.deps
+                self._due.discard(prior)
+            self._due.add(new)
+        for state in plan.removed:
+            if state.timer:
+                state.timer.cancel()
+            self._due.discard(state)
+            self._set_deps(state, set())
+        for name in plan.close:
+            await self.sources.pop(name).close()
+            self.source_down.pop(name, None)
+        self.sources.update(started)
+        for dep in self.users:
+            if dep.source in started:
+                started[dep.source].watch(dep)
+        for name in set(self.reloads) - set(plan.config.reloaders):
+            del self.reloads[name]
+            self._unreloaded.pop(name, None)
+            self._reloads_due.pop(name, None)
+            timer = self._reload_timers.pop(name, None)
+            if timer:
+                timer.cancel()
+        for name in plan.config.reloaders:
+            self.reloads.setdefault(name, {"ok": 0, "failed": 0})
+        self.templates = plan.templates
+        self.config_reloads["ok"] += 1
+        log.info("config reloaded from %s: %s", plan.config.path, ", ".join(plan.changes) or "nothing changed",
+                 extra={"event": "config_reloaded", "changed": plan.changes})
 
     # -- the Sink the sources push into -------------------------------------------------------
 
@@ -145,6 +267,14 @@ class Runner:
         while not self._stopping:
             await self._kick.wait()
             self._kick.clear()
+            while self._plans:
+                plan, done = self._plans.pop(0)
+                try:
+                    await self._apply(plan)
+                except ConfsyncError as exc:
+                    done.set_exception(exc)
+                else:
+                    done.set_result(None)
             due = sorted(self._due, key=lambda s: s.index)
             self._due.clear()
             for state in due:
@@ -288,7 +418,8 @@ class Runner:
             if not users:
                 del self.users[dep]
                 self.values.pop(dep, None)
-                self.sources[dep.source].unwatch(dep)
+                if dep.source in self.sources:  # else removed by a config reload
+                    self.sources[dep.source].unwatch(dep)
         state.deps = used
 
     def _request_reload(self, name: str) -> None:
@@ -350,6 +481,22 @@ class Runner:
         return restored
 
     # -- reports --------------------------------------------------------------------------------
+
+    def dump(self, signum: int = 0) -> None:
+        """SIGUSR1: one log line per template and source, saying where each stands (never a value)."""
+        for state in self.templates:
+            status = ("failing: " + str(state.error) if state.error else "rendered" if state.rendered
+                      else "waiting for " + ", ".join(sorted(map(str, state.missing))))
+            log.info("state: %s ← %s: %s; %d dependencies, %d renders", state.name, state.cfg.source, status,
+                     len(state.deps), state.renders, extra={"event": "state", "template": state.name})
+        for name in self.sources:
+            down = self.source_down.get(name)
+            watched = sum(1 for dep in self.users if dep.source == name)
+            log.info("state: source %s: %s; %d dependencies watched", name, f"unavailable: {down}" if down
+                     else "available", watched, extra={"event": "state", "source": name})
+        for name, counts in self.reloads.items():
+            log.info("state: reloader %s: %d delivered, %d failed", name, counts["ok"], counts["failed"],
+                     extra={"event": "state", "reloader": name})
 
     def waiting(self) -> dict[str, dict[str, str]]:
         """Templates not rendered yet → the dependencies each waits for, and why."""
