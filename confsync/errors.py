@@ -17,6 +17,7 @@ from __future__ import annotations
 
 class ConfsyncError(Exception):
     exit_code = 1
+    logged = False  # already in the log (as `once` logs a failed render): not printed again at exit
 
 
 class ConfigError(ConfsyncError):

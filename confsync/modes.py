@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 from confsync import logs, observe, signals
 from confsync.config import Config
-from confsync.errors import ConfsyncError, ReloadError
+from confsync.errors import ConfigError, ConfsyncError, ReloadError
 from confsync.runner import Runner, print_to_stdout
 
 log = logging.getLogger(__name__)
@@ -75,7 +77,7 @@ async def run(config: Config, *, force: bool = False, load: Callable[[], Config]
     if reloader:
         runner.fingerprint(runner.templates)
         handlers["reload"] = reloader.request
-    with signals.capture(handlers):
+    with signals.capture(handlers), _pid_file(config.pid_file):
         server = await observe.serve(runner, config.listen) if config.listen else None
         await runner.start()
         log.info("confsync running: %d template(s), %d source(s)", len(runner.templates),
@@ -95,6 +97,28 @@ async def run(config: Config, *, force: bool = False, load: Callable[[], Config]
             await runner.close()
     log.info("confsync stopped", extra={"event": "stopped"})
     return 0
+
+
+@contextlib.contextmanager
+def _pid_file(path: Path | None) -> Iterator[None]:
+    """`pid_file:`/`--pid-file`: confsync's PID while it runs (systemd's PIDFile=, scripts' `kill -HUP`).
+    Written atomically; removed at the clean stop if it still holds this process's PID."""
+    if path is None:
+        yield
+        return
+    pid = str(os.getpid())
+    try:
+        staged = path.with_name(f".{path.name}.{pid}.tmp")
+        staged.write_text(pid + "\n")
+        os.replace(staged, path)
+    except (OSError, ValueError) as exc:  # ValueError: a path without a file name, as "/"
+        raise ConfigError(f"pid_file: cannot write {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            if path.read_text().strip() == pid:
+                path.unlink()
 
 
 async def once(config: Config, timeout: float, *, reloads: bool = True, dry_run: bool = False,
@@ -127,6 +151,7 @@ async def once(config: Config, timeout: float, *, reloads: bool = True, dry_run:
         raise signals.Stopped(stopped[0])
     error = runner.first_error()
     if error:
+        error.logged = True  # the runner logged it when it happened: said once, not twice
         raise error
     if not all(s.rendered for s in runner.templates):
         raise runner.missing_report(timeout)

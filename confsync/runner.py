@@ -140,9 +140,9 @@ class Runner:
         problems = []
         for state in states:
             env = state.template.compiled.environment
-            walk = lint.walk(env, state.cfg.source.name)
+            walk = lint.walk(env, state.cfg.source.name, state.template.functions)
             state.fingerprint = walk.fingerprint()
-            problems += walk.problems + walk.unknown_names(set(state.template.functions) | set(env.globals))
+            problems += walk.problems
         return problems
 
     # -- config reload (SIGHUP) -------------------------------------------------------------------
@@ -355,17 +355,17 @@ class Runner:
         target = self._target(state)
         if self.diff:
             self.diff(_unified_diff(target, data))
-        if self.dry_run:
-            state.rendered, state.error = True, None
-            return None
         started = time.monotonic()
         try:
-            written = await write.write(target, data)
+            written = await write.write(target, data, dry_run=self.dry_run)
         except write.RefusedError as exc:
             self._failed(state, exc, "refused")
             return None
         except WriteError as exc:
             self._failed(state, exc, "write")
+            return None
+        if self.dry_run:
+            state.rendered, state.error = True, None
             return None
         now = time.monotonic()
         state.write_time.add(now - started)
@@ -376,8 +376,9 @@ class Runner:
         state.last_success = time.time()
         if written:
             digest = hashlib.sha256(data).hexdigest()
-            log.info("wrote %s (%d bytes, sha256 %s; %s)", state.name, len(data), digest[:12],
-                     "first render" if first else "changed: " + ", ".join(sorted(map(str, changed))),
+            why = ("created" if written.previous is None else "changed: the file on disk differed" if first
+                   else "changed: " + ", ".join(sorted(map(str, changed))))
+            log.info("wrote %s (%d bytes, sha256 %s; %s)", state.name, len(data), digest[:12], why,
                      extra={"event": "written", "template": state.name, "bytes": len(data),
                             "sha256": digest, "changed": sorted(map(str, changed))})
         return written

@@ -70,10 +70,11 @@ def current(path: Path) -> bytes | None:
         raise WriteError(f"{path}: cannot read the current file: {exc.strerror}") from None
 
 
-async def write(target: Target, data: bytes, *, guard: bool = True) -> Change | None:
+async def write(target: Target, data: bytes, *, guard: bool = True, dry_run: bool = False) -> Change | None:
     """Put `data` at `target.destination`; None when the file already held exactly that.
 
-    `guard=False` is for rollback, which restores bytes that were live a moment ago.
+    `guard=False` is for rollback, which restores bytes that were live a moment ago. `dry_run`
+    applies every guard and the check command as the write would, and writes nothing (issue 11 item 3).
     """
     dest = target.destination
     _check_inside_roots(target)
@@ -82,6 +83,9 @@ async def write(target: Target, data: bytes, *, guard: bool = True) -> Change | 
         return None
     if guard:
         _check_guards(target, data, old)
+    if dry_run:
+        await _rehearse(target, data)
+        return Change(previous=old)
     staged = _stage(target, data, old is not None)
     try:
         if guard and target.format:
@@ -97,6 +101,18 @@ async def write(target: Target, data: bytes, *, guard: bool = True) -> Change | 
             os.unlink(staged)
         raise
     return Change(previous=old)
+
+
+async def _rehearse(target: Target, data: bytes) -> None:
+    """The format and check guards on a copy staged in a private directory, under the destination's name."""
+    if target.format:
+        _check_format(target, data)
+    if target.check:
+        with tempfile.TemporaryDirectory(prefix="confsync-dry-run-") as directory:
+            staged = Path(directory, target.destination.name)
+            staged.write_bytes(data)
+            os.chmod(staged, target.mode(None))
+            await _check(target, staged)
 
 
 def _check_inside_roots(target: Target) -> None:
