@@ -244,7 +244,9 @@ def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
     return config
 
 
-def _read(path: Path) -> dict[str, Any]:
+def read_text(path: Path) -> str:
+    """A file a user names as config (or a template to convert): a regular file of at most 1 MiB of
+    UTF-8. Not /dev/zero (read until memory runs out), not a FIFO (an open that waits forever)."""
     try:
         # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused just below.
         with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as fh:
@@ -252,15 +254,19 @@ def _read(path: Path) -> dict[str, Any]:
                 raise ConfigError(f"{path}: not a regular file")
             data = fh.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
+        raise ConfigError(f"{path}: file not found") from None
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from None
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
     if len(data) > MAX_CONFIG_BYTES:
         raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES >> 20} MiB: not a config file")
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+
+
+def _read(path: Path) -> dict[str, Any]:
+    text = read_text(path)
     if path.suffix == ".toml":
         import tomllib
 

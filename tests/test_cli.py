@@ -90,15 +90,17 @@ EXTRA = {
     "init": [["-c", "{cfg}", "--timeout", "1e400"]],
     "check": [],
 }
+CONVERT = [["/dev/zero"], ["/"], ["{fifo}"], ["{binary}"], ["/nonexistent.hcl"], ["\udcff.hcl"], [], ["--nosuchflag"],
+           ["{cfg}", "-o", "/dev/null"]]
 
 
-@pytest.mark.parametrize("command", sorted(EXTRA))
+@pytest.mark.parametrize("command", [*sorted(EXTRA), "convert"])
 def test_no_argv_prints_a_traceback(cfg, tmp_path, command):
     fifo = tmp_path / "fifo.yaml"
     os.mkfifo(fifo)
     (tmp_path / "binary.yaml").write_bytes(b"\xff\xfe\x00 not text")
     names = {"cfg": cfg(), "fifo": str(fifo), "binary": str(tmp_path / "binary.yaml")}
-    for argv in HOSTILE + EXTRA[command]:
+    for argv in CONVERT if command == "convert" else HOSTILE + EXTRA[command]:
         args = [a.format(**names) if "{" in a else a for a in argv]
         result = confsync(command, *args, timeout=60)
         assert "Traceback" not in result.stderr, (args, result.stderr)
