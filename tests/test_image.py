@@ -44,7 +44,8 @@ def _problem() -> str:
         return f"scripts/image-test cannot run: {exc}"
 
 
-pytestmark = pytest.mark.skipif(bool(problem := _problem()), reason=f"image not tested: {problem}")
+_PROBLEM = _problem()
+pytestmark = pytest.mark.skipif(bool(_PROBLEM), reason=f"image not tested: {_PROBLEM}")
 
 
 def podman(*args: str, timeout: float = 120, check: bool = True,
