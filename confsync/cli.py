@@ -82,8 +82,19 @@ def convert(args: argparse.Namespace) -> int:
     return 0 if report.complete else 1
 
 
+class _Version(argparse.Action):
+    """--version, reading the installed metadata only when asked (start-up time matters)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        from importlib import metadata
+
+        print(f"confsync {metadata.version('confsync')}")
+        parser.exit()
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="confsync", description="Keep config files true to a central store.")
+    parser.add_argument("--version", action=_Version, nargs=0, help="Print the version and exit.")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     def command(func: Any, *, force: bool = False, timeout: str | None = None) -> argparse.ArgumentParser:
