@@ -7,6 +7,7 @@ output of such a render is thrown away.
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 import tempfile
@@ -21,6 +22,8 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from confsync import filters
 from confsync.errors import TemplateError
 from confsync.sources import PLACEHOLDERS, Dep, Functions, Missing
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -42,14 +45,17 @@ def _bytecode_cache() -> jinja2.BytecodeCache | None:
     environments), private to this user: code loaded from a directory others can write would run
     as us. `CONFSYNC_TEMPLATE_CACHE=off` disables it; any problem with the directory does too.
     """
-    directory = os.environ.get(CACHE_VARIABLE) or os.path.join(tempfile.gettempdir(),
-                                                                f"confsync-templates-{os.geteuid()}")
+    directory = os.environ.get(CACHE_VARIABLE)
     if directory == "off":
         return None
     try:
+        # gettempdir() raises when no temp directory is writable: a read-only root filesystem
+        # with no volume on /tmp (issue 10, item 14).
+        directory = directory or os.path.join(tempfile.gettempdir(), f"confsync-templates-{os.geteuid()}")
         os.makedirs(directory, mode=0o700, exist_ok=True)
         st = os.lstat(directory)
-    except OSError:
+    except OSError as exc:
+        log.debug("template cache off: %s", exc)
         return None
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
         return None

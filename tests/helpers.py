@@ -167,3 +167,18 @@ def wait_until(predicate: Callable[[], Any], timeout: float = DEADLINE, what: st
             return value
         time.sleep(0.01)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def documented_security_context() -> dict[str, Any]:
+    """docs/kubernetes.md's recommended security context (the yaml block under its "Security
+    context" heading), pod-level and container-level fields merged: what the image test runs with
+    and what every example pod must have."""
+    import re
+
+    import yaml
+
+    section = (ROOT / "docs" / "kubernetes.md").read_text().split("## Security context", 1)[1]
+    block = re.search(r"```yaml\n(.*?)```", section, re.S)
+    assert block, "docs/kubernetes.md: no yaml block under 'Security context'"
+    doc = yaml.safe_load(block.group(1))
+    return {**doc["securityContext"], **doc["containers"][0]["securityContext"]}

@@ -260,3 +260,11 @@ def test_env_overrides_log_format(project):
     result = confsync("once", "-c", str(cfg), CONFSYNC_LOG_FORMAT="json")
     assert result.returncode == 0
     assert result.stderr.lstrip().startswith("{")
+
+
+def test_version_prints_the_installed_version():
+    from importlib.metadata import version
+
+    result = confsync("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"confsync {version('confsync')}\n"
