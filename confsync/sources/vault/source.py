@@ -1,24 +1,4 @@
-"""The `vault` source: secrets from HashiCorp Vault (or OpenBao, its API-compatible fork) via hvac.
-
-Templates see one function, `vault.secret(path, **params)`: the secret's fields as a mapping. KV
-secrets (v1, or v2 with its `data.data` unwrapped; the version comes from the mount, asked once per
-mount at `sys/internal/ui/mounts/<path>`) are re-read every `static_secret_interval`. Any other path
-is read, or written with `params` for engines that issue credentials on a write (`pki/issue/web`).
-
-Three clocks run on the event loop, each in its own task; hvac blocks, so every request runs in a
-worker thread of the source's own small pool (not the loop's default one: `close()` must be able to
-let go of a request stuck on a dead server):
-- the token: renewed at 2/3 of its TTL; when a renewal can no longer extend it (max TTL) or fails,
-  a new login. A login pushes nothing: templates that read only KV secrets do not re-render.
-- each leased secret: renewed at 2/3 of its lease while renewal extends it; once it cannot (max TTL
-  reached, not renewable, or a PKI certificate with only an `expiration`), fetched anew at 85–90% of
-  what is left, and pushed. Vault revokes the leases a token created when that token expires, so a
-  new login also fetches anew the leased secrets obtained with the old token.
-- each KV secret: re-read every `static_secret_interval`; an unchanged value is dropped by the runner.
-
-Messages carry paths, HTTP statuses and Vault's own error text: never a token, a secret ID, a JWT
-or a secret's value, and never hvac's exception text (it holds request URLs and bodies).
-"""
+"""The vault source's event-loop side: the token, and one task per secret (see the package doc)."""
 
 from __future__ import annotations
 
@@ -26,251 +6,23 @@ import asyncio
 import logging
 import os
 import random
-import re
-import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, fields
 from functools import partial
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from confsync.config import Duration, RelPath
-from confsync.sources import ABSENT, Dep, Functions, Missing, Sink
+from confsync.sources import Dep, Missing, Sink
+from confsync.sources.vault.auth import TokenLife, life_from_auth, life_from_lookup, read_file, ttl_text
+from confsync.sources.vault.errors import Problem, Refused, Unreachable, problem_of
+from confsync.sources.vault.options import VaultFunctions, VaultOptions
+from confsync.sources.vault.secrets import MIN_DELAY, Mount, Secret, kv_path, lease_text, parse
 
 log = logging.getLogger(__name__)
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8200"  # the Vault CLI's default too
-K8S_JWT = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 RENEW_AT = 2 / 3  # of a TTL: leaves a third for retries if a renewal fails
 REFETCH_AT = (0.85, 0.90)  # of what is left of a lease that cannot be extended; jittered
-MIN_DELAY = 0.2  # s: a TTL of 0 or 1 must not spin
 BACKOFF_MAX = 30.0  # s: between tries to reach (or log in to) a server that is down
 WORKERS = 8  # concurrent requests: enough to fetch many secrets at start-up in one go
-
-
-# -- configuration ------------------------------------------------------------------------------
-
-_METHOD_FIELDS = {
-    "token": set(),
-    "token_file": {"token_file"},
-    "approle": {"role_id", "role_id_file", "secret_id_file", "mount"},
-    "kubernetes": {"role", "jwt_file", "mount"},
-}
-
-
-@dataclass(frozen=True)
-class AuthOptions:
-    """How to get a token. No option takes a secret inline: tokens and secret IDs come from files
-    (or VAULT_TOKEN), so the config file itself never holds one."""
-
-    method: Literal["token", "token_file", "approle", "kubernetes"] = "token"
-    token_file: RelPath | None = None  # token_file
-    role_id: str | None = None  # approle: the role ID is an identifier, not a secret…
-    role_id_file: RelPath | None = None  # …but may come from a file too
-    secret_id_file: RelPath | None = None  # approle; omit for roles with bind_secret_id=false
-    role: str | None = None  # kubernetes
-    jwt_file: RelPath = K8S_JWT  # kubernetes: re-read at every login (the kubelet rotates it)
-    mount: str | None = None  # approle / kubernetes: where the auth method is enabled
-
-    def __post_init__(self) -> None:
-        allowed = _METHOD_FIELDS[self.method]
-        for f in fields(self):
-            if f.name != "method" and f.name not in allowed and getattr(self, f.name) != f.default:
-                raise ValueError(f"{f.name} is not used by auth method {self.method!r}")
-        if self.method == "token_file" and not self.token_file:
-            raise ValueError("auth method 'token_file' needs token_file")
-        if self.method == "approle" and bool(self.role_id) == bool(self.role_id_file):
-            raise ValueError("auth method 'approle' needs exactly one of role_id or role_id_file")
-        if self.method == "kubernetes" and not self.role:
-            raise ValueError("auth method 'kubernetes' needs role")
-
-
-@dataclass(frozen=True)
-class TLSOptions:
-    ca_file: RelPath | None = None  # default: VAULT_CACERT, else the system's CAs
-    verify: bool = True
-    cert_file: RelPath | None = None  # a client certificate, for servers that ask for one
-    key_file: RelPath | None = None
-
-
-@dataclass(frozen=True)
-class VaultOptions:
-    address: str | None = None  # default: VAULT_ADDR, else http://127.0.0.1:8200
-    namespace: str | None = None  # default: VAULT_NAMESPACE
-    auth: AuthOptions = AuthOptions()
-    static_secret_interval: Duration = 300.0
-    timeout: Duration = 10.0  # per request
-    tls: TLSOptions = TLSOptions()
-
-    def __post_init__(self) -> None:
-        if self.address is not None and not re.match(r"https?://[^/]", self.address):
-            raise ValueError(f"address must start with http:// or https://, got {self.address!r}")
-        if self.static_secret_interval <= 0:
-            raise ValueError("static_secret_interval must be more than 0")
-        if self.timeout <= 0:
-            raise ValueError("timeout must be more than 0")
-
-
-# -- what templates see -------------------------------------------------------------------------
-
-
-class VaultFunctions(Functions):
-    """`vault.secret(path, **params)` only: a Vault secret is a set of fields read (or issued)
-    together, and leased as one, so a per-field key() would only hide that."""
-
-    def secret(self, path: str, **params: Any) -> dict[str, Any]:
-        return self._lookup(self._dep("secret", path, **_hashable(params)), ABSENT)  # type: ignore[no-any-return]
-
-    def key(self, path: str, default: Any = ABSENT) -> str:
-        raise TypeError(f"{self._source}.key() does not exist: use {self._source}.secret(path)['field']")
-
-    def tree(self, prefix: str = "") -> dict[str, str]:
-        raise TypeError(f"{self._source}.tree() does not exist: use {self._source}.secret(path)")
-
-    def ls(self, prefix: str = "") -> list[str]:
-        raise TypeError(f"{self._source}.ls() does not exist: use {self._source}.secret(path)")
-
-
-def _hashable(params: dict[str, Any]) -> dict[str, Any]:
-    """A Dep is hashable: lists become tuples (and lists again in the request body)."""
-    out = {}
-    for name, value in params.items():
-        if isinstance(value, list | tuple):
-            value = tuple(value)
-        if not isinstance(value, str | int | float | bool | tuple):
-            raise TypeError(f"secret() parameter {name}: expected a string, number, boolean or list")
-        out[name] = value
-    return out
-
-
-# -- errors -------------------------------------------------------------------------------------
-
-
-class _Problem(Exception):
-    """A request failed; `reason` is safe to log and show."""
-
-    def __init__(self, reason: str, status: int | None = None) -> None:
-        super().__init__(reason)
-        self.reason, self.status = reason, status
-
-
-class _Unreachable(_Problem):
-    """No answer, or the server cannot serve (sealed, standby, overloaded): the source is down."""
-
-
-class _Refused(_Problem):
-    """The server answered, and the answer is no (400, 403, 404, 500…)."""
-
-
-_DOWN_STATUSES = {429, 501, 502, 503}
-_REASONS = {403: "permission denied", 404: "does not exist"}
-
-
-def _problem(exc: BaseException, address: str, redact: tuple[str, ...] = ()) -> _Problem | None:
-    """Map an hvac or requests exception to a clean `_Problem` (None: not a request failure)."""
-    import hvac.exceptions
-    import requests
-
-    if isinstance(exc, requests.Timeout):
-        return _Unreachable(f"{address} did not answer in time")
-    if isinstance(exc, requests.exceptions.SSLError):
-        return _Unreachable(f"TLS handshake with {address} failed")
-    if isinstance(exc, requests.ConnectionError):
-        refused = "refused" in str(exc).lower()
-        return _Unreachable(f"cannot reach {address}" + (": connection refused" if refused else ""))
-    if isinstance(exc, requests.RequestException):  # an address requests cannot use, a bad body…
-        return _Unreachable(f"request to {address} failed ({type(exc).__name__})")
-    if isinstance(exc, hvac.exceptions.VaultError):
-        status = _status_of(exc)
-        detail = _clean_errors(exc.errors, redact)
-        if status in _DOWN_STATUSES:
-            return _Unreachable(f"{address} cannot serve (HTTP {status}{': ' + detail if detail else ''})")
-        reason = _REASONS.get(status or 0, f"refused (HTTP {status})")
-        if detail and detail != reason:
-            reason += f": {detail}"
-        return _Refused(reason, status)
-    return None
-
-
-def _status_of(exc: Any) -> int | None:
-    import hvac.exceptions as e
-
-    for cls, status in ((e.InvalidRequest, 400), (e.Unauthorized, 401), (e.Forbidden, 403),
-                        (e.InvalidPath, 404), (e.PreconditionFailed, 412), (e.RateLimitExceeded, 429),
-                        (e.InternalServerError, 500), (e.VaultNotInitialized, 501), (e.BadGateway, 502),
-                        (e.VaultDown, 503)):
-        if isinstance(exc, cls):
-            return status
-    return None
-
-
-def _clean_errors(errors: Any, redact: tuple[str, ...]) -> str:
-    """Vault's `errors` list, multierror bullets flattened, with request parameter values hidden."""
-    if isinstance(errors, str):
-        errors = [errors]
-    lines: list[str] = []
-    for error in errors or []:
-        bullets = re.findall(r"^\s*\* (.+)$", str(error), re.M)
-        lines.extend(bullets or [line.strip() for line in str(error).splitlines() if line.strip()])
-    text = "; ".join(dict.fromkeys(lines))[:300]
-    for value in redact:
-        if len(value) >= 3:
-            text = text.replace(value, "***")
-    return text
-
-
-# -- secrets as fetched -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Mount:
-    path: str  # with its trailing "/"
-    kv: int  # 0: not KV; else the KV version
-
-
-@dataclass(frozen=True)
-class _Secret:
-    fields: dict[str, Any]
-    lease_id: str = ""
-    ttl: float = 0.0  # seconds left when fetched; 0: not leased (re-read on the static interval)
-    renewable: bool = False
-
-    @property
-    def leased(self) -> bool:
-        return self.ttl > 0
-
-
-def _parse(body: Any, mount: _Mount | None) -> _Secret:
-    if not isinstance(body, dict):  # 204 No Content: a write that returns nothing
-        return _Secret({})
-    data = body.get("data") or {}
-    if mount and mount.kv:
-        return _Secret(dict((data.get("data") or {}) if mount.kv == 2 else data))
-    lease_id = body.get("lease_id") or ""
-    if lease_id:
-        return _Secret(dict(data), lease_id, float(body.get("lease_duration") or 0), bool(body.get("renewable")))
-    expiration = data.get("expiration")  # a PKI certificate issued without a lease
-    if isinstance(expiration, int | float) and not isinstance(expiration, bool) and expiration > 0:
-        return _Secret(dict(data), ttl=max(expiration - time.time(), MIN_DELAY))
-    return _Secret(dict(data))
-
-
-def _kv_path(path: str, mount: _Mount) -> str:
-    """KV v2 keeps data under `<mount>data/`; a path already written that way is kept as is."""
-    rest = path[len(mount.path):]
-    if mount.kv != 2 or rest.startswith("data/"):
-        return path
-    return f"{mount.path}data/{rest}"
-
-
-@dataclass(frozen=True)
-class _TokenLife:
-    ttl: float  # seconds left; 0: never expires (a root token)
-    renewable: bool
-    full: float  # the TTL a renewal asks for: the one the token was created with
-
-
-# -- the source ---------------------------------------------------------------------------------
 
 
 class VaultSource:
@@ -288,7 +40,7 @@ class VaultSource:
         self._executor: ThreadPoolExecutor | None = None
         self._tasks: dict[Dep, asyncio.Task[None]] = {}
         self._auth_task: asyncio.Task[None] | None = None
-        self._mounts: dict[str, _Mount] = {}
+        self._mounts: dict[str, Mount] = {}
         self._ready = asyncio.Event()  # logged in, and the server answers
         self._check = asyncio.Event()  # a watcher saw trouble: the auth task looks again
         self._last_token = ""  # the token last logged in with (the client's is "" while none is good)
@@ -358,12 +110,12 @@ class VaultSource:
     # -- requests
 
     async def _call(self, fn: Any, *args: Any, redact: tuple[str, ...] = (), **kwargs: Any) -> Any:
-        """Run one blocking hvac call in a worker thread; its failures come back as `_Problem`s."""
+        """Run one blocking hvac call in a worker thread; its failures come back as `Problem`s."""
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._executor, partial(fn, *args, **kwargs))
         except Exception as exc:
-            problem = _problem(exc, self.address, redact)
+            problem = problem_of(exc, self.address, redact)
             if problem is None:
                 raise
             raise problem from None  # hvac's own text holds URLs and bodies: drop it
@@ -392,7 +144,7 @@ class VaultSource:
             return True  # replaced meanwhile: retry with the new one
         try:
             await self._call(self._client.auth.token.lookup_self)
-        except _Refused as exc:
+        except Refused as exc:
             if exc.status != 403:
                 return False
             if self._client.token == token:  # not already replaced by a concurrent check
@@ -402,7 +154,7 @@ class VaultSource:
                 self._ready.clear()
                 self._check.set()
             return True
-        except _Unreachable as exc:
+        except Unreachable as exc:
             self._unreachable(exc.reason)
             return True
         return bool(self._client.token != token)
@@ -416,7 +168,7 @@ class VaultSource:
             self._check.clear()
             retrying = tenacity.AsyncRetrying(
                 wait=tenacity.wait_exponential_jitter(initial=0.2, max=BACKOFF_MAX, jitter=0.5),
-                retry=tenacity.retry_if_exception_type(_Problem),
+                retry=tenacity.retry_if_exception_type(Problem),
                 before_sleep=self._report_attempt,
             )
             async for attempt in retrying:
@@ -432,34 +184,34 @@ class VaultSource:
             self._down = exc.reason
             self.sink.source_status(self.name, False, exc.reason)
 
-    async def _authenticate(self) -> _TokenLife:
+    async def _authenticate(self) -> TokenLife:
         """Keep the token we have while it is still good (a reconnection); else log in."""
         if self._client.token:
             try:
-                return _life_from_lookup(await self._call(self._client.auth.token.lookup_self))
-            except _Refused as exc:
+                return life_from_lookup(await self._call(self._client.auth.token.lookup_self))
+            except Refused as exc:
                 if exc.status != 403:
                     raise
                 log.info("source %s: token no longer valid: logging in again", self.name,
                          extra={"event": "token_invalid", "source": self.name})
         return await self._login()
 
-    async def _login(self) -> _TokenLife:
+    async def _login(self) -> TokenLife:
         auth = self.options.auth
         if auth.method in ("token", "token_file"):
             token = self._read_token()
             self._set_token(token)
             try:
-                life = _life_from_lookup(await self._call(self._client.auth.token.lookup_self))
-            except _Refused as exc:
+                life = life_from_lookup(await self._call(self._client.auth.token.lookup_self))
+            except Refused as exc:
                 self._client.token = ""
                 where = auth.token_file if auth.method == "token_file" else "VAULT_TOKEN"
-                raise _Refused(f"the token from {where} was refused: {exc.reason}", exc.status) from None
+                raise Refused(f"the token from {where} was refused: {exc.reason}", exc.status) from None
         else:
             response = await self._method_login()
             self._set_token(response["auth"]["client_token"])
-            life = _life_from_auth(response["auth"])
-        log.info("source %s: logged in (%s; token ttl %s)", self.name, auth.method, _ttl_text(life),
+            life = life_from_auth(response["auth"])
+        log.info("source %s: logged in (%s; token ttl %s)", self.name, auth.method, ttl_text(life),
                  extra={"event": "logged_in", "source": self.name})
         return life
 
@@ -468,27 +220,27 @@ class VaultSource:
         if auth.method == "token":
             token = os.environ.get("VAULT_TOKEN", "").strip()
             if not token:
-                raise _Refused("auth method 'token' needs VAULT_TOKEN in the environment")
+                raise Refused("auth method 'token' needs VAULT_TOKEN in the environment")
             return token
-        return _read_file(auth.token_file, "token_file")
+        return read_file(auth.token_file, "token_file")
 
     async def _method_login(self) -> Any:
         auth = self.options.auth
         if auth.method == "approle":
-            role_id = auth.role_id or _read_file(auth.role_id_file, "role_id_file")
-            secret_id = _read_file(auth.secret_id_file, "secret_id_file") if auth.secret_id_file else None
+            role_id = auth.role_id or read_file(auth.role_id_file, "role_id_file")
+            secret_id = read_file(auth.secret_id_file, "secret_id_file") if auth.secret_id_file else None
             login, kwargs = self._client.auth.approle.login, dict(
                 role_id=role_id, secret_id=secret_id, mount_point=auth.mount or "approle")
             redact = tuple(v for v in (role_id, secret_id) if v)
         else:
-            jwt = _read_file(auth.jwt_file, "jwt_file")
+            jwt = read_file(auth.jwt_file, "jwt_file")
             login, kwargs = self._client.auth.kubernetes.login, dict(
                 role=auth.role, jwt=jwt, mount_point=auth.mount or "kubernetes")
             redact = (jwt,)
         try:
             return await self._call(login, use_token=False, redact=redact, **kwargs)
-        except _Refused as exc:
-            raise _Refused(f"{auth.method} login failed: {exc.reason}", exc.status) from None
+        except Refused as exc:
+            raise Refused(f"{auth.method} login failed: {exc.reason}", exc.status) from None
 
     def _set_token(self, token: str) -> None:
         self._client.token = token
@@ -496,7 +248,7 @@ class VaultSource:
             self._last_token = token
             _fire(self, "_token_replaced")  # leases taken with the old token die with it
 
-    async def _keep_token(self, life: _TokenLife) -> None:
+    async def _keep_token(self, life: TokenLife) -> None:
         """Renew the token at 2/3 of its TTL while that extends it; return to log in again (or
         to look again after a watcher saw trouble)."""
         loop = asyncio.get_running_loop()
@@ -516,19 +268,19 @@ class VaultSource:
             start = loop.time()
             try:
                 renewed = await self._call(self._client.auth.token.renew_self, increment=int(life.full))
-            except _Unreachable as exc:
+            except Unreachable as exc:
                 self._unreachable(exc.reason)
                 return
-            except _Refused as exc:
+            except Refused as exc:
                 log.info("source %s: token renewal refused (%s): logging in again", self.name, exc.reason,
                          extra={"event": "token_renewal_failed", "source": self.name})
                 self._client.token = ""
                 return
-            life = _life_from_auth(renewed["auth"], full=life.full)
+            life = life_from_auth(renewed["auth"], full=life.full)
             if life.ttl:  # counted from when it was asked (0 would mean "never expires")
-                life = _TokenLife(max(life.ttl - (loop.time() - start), MIN_DELAY), life.renewable, life.full)
+                life = TokenLife(max(life.ttl - (loop.time() - start), MIN_DELAY), life.renewable, life.full)
             extendable = life.renewable and life.ttl + 1 >= life.full  # shorter than asked: capped
-            log.debug("source %s: token renewed (ttl %s)", self.name, _ttl_text(life),
+            log.debug("source %s: token renewed (ttl %s)", self.name, ttl_text(life),
                       extra={"event": "token_renewed", "source": self.name})
 
     # -- the secrets
@@ -541,10 +293,10 @@ class VaultSource:
             token, token_replaced, reconnected = self._client.token, self._token_replaced, self._reconnected
             try:
                 secret = await self._fetch(dep)
-            except _Unreachable as exc:
+            except Unreachable as exc:
                 self._unreachable(exc.reason)
                 continue
-            except _Refused as exc:
+            except Refused as exc:
                 if exc.status == 403 and await self._token_rejected(token):
                     continue
                 failures += 1
@@ -556,7 +308,7 @@ class VaultSource:
             if self._denied.pop(dep, None):
                 log.info("source %s: %s readable again", self.name, dep,
                          extra={"event": "secret_available", "source": self.name, "key": str(dep)})
-            log.debug("source %s: read %s (%s)", self.name, dep, _lease_text(secret),
+            log.debug("source %s: read %s (%s)", self.name, dep, lease_text(secret),
                       extra={"event": "secret_read", "source": self.name, "key": str(dep)})
             self.sink.update(dep, secret.fields)
             if not secret.leased:
@@ -571,28 +323,28 @@ class VaultSource:
             log.warning("source %s: %s %s (retrying)", self.name, dep, reason,
                         extra={"event": "secret_unavailable", "source": self.name, "key": str(dep)})
 
-    async def _fetch(self, dep: Dep) -> _Secret:
+    async def _fetch(self, dep: Dep) -> Secret:
         mount = await self._mount_of(dep.path)
         params = {k: list(v) if isinstance(v, tuple) else v for k, v in dep.params}
         redact = tuple(str(v) for v in params.values())
         if mount and mount.kv:
-            return _parse(await self._read_kv(dep, mount, params), mount)
+            return parse(await self._read_kv(dep, mount, params), mount)
         if params:  # an engine that issues something on a write: pki/issue/<role>, transit…
             body = await self._call(self._client.adapter.post, f"/v1/{dep.path}", json=params, redact=redact)
         else:
             body = await self._call(self._client.adapter.get, f"/v1/{dep.path}")
-        return _parse(body, mount)
+        return parse(body, mount)
 
-    async def _read_kv(self, dep: Dep, mount: _Mount, params: dict[str, Any]) -> Any:
+    async def _read_kv(self, dep: Dep, mount: Mount, params: dict[str, Any]) -> Any:
         # Never a write to KV: parameters there would overwrite the secret itself.
         query = {}
         if mount.kv == 2 and set(params) <= {"version"}:
             query = {k: str(v) for k, v in params.items()}
         elif params:
-            raise _Refused("KV secrets take no parameters (KV v2: only version)")
-        return await self._call(self._client.adapter.get, f"/v1/{_kv_path(dep.path, mount)}", params=query)
+            raise Refused("KV secrets take no parameters (KV v2: only version)")
+        return await self._call(self._client.adapter.get, f"/v1/{kv_path(dep.path, mount)}", params=query)
 
-    async def _mount_of(self, path: str) -> _Mount | None:
+    async def _mount_of(self, path: str) -> Mount | None:
         """The mount holding `path`, from the cache or asked once; None when it cannot be told (the
         read that follows then says why)."""
         known = [m for p, m in self._mounts.items() if (path + "/").startswith(p)]
@@ -600,7 +352,7 @@ class VaultSource:
             return max(known, key=lambda m: len(m.path))
         try:
             body = await self._call(self._client.adapter.get, f"/v1/sys/internal/ui/mounts/{path}")
-        except _Refused:
+        except Refused:
             return None
         data = (body.get("data") or {}) if isinstance(body, dict) else {}
         if not data.get("path"):
@@ -608,11 +360,11 @@ class VaultSource:
         kv = 0
         if data.get("type") in ("kv", "generic"):
             kv = 2 if str((data.get("options") or {}).get("version")) == "2" else 1
-        mount = _Mount(data["path"], kv)
+        mount = Mount(data["path"], kv)
         self._mounts[mount.path] = mount
         return mount
 
-    async def _keep_lease(self, dep: Dep, secret: _Secret, token_replaced: asyncio.Event,
+    async def _keep_lease(self, dep: Dep, secret: Secret, token_replaced: asyncio.Event,
                           reconnected: asyncio.Event) -> None:
         """Renew the lease while that extends it; return when the secret must be fetched anew."""
         loop = asyncio.get_running_loop()
@@ -632,14 +384,14 @@ class VaultSource:
             try:
                 renewed = await self._call(self._client.sys.renew_lease, lease_id=secret.lease_id,
                                            increment=int(secret.ttl))
-            except _Unreachable as exc:
+            except Unreachable as exc:
                 self._unreachable(exc.reason)
                 await self._ready.wait()
                 if loop.time() >= start + ttl:
                     return
                 reconnected = self._reconnected
                 continue
-            except _Refused as exc:  # expired, revoked, or lost by a restarted server
+            except Refused as exc:  # expired, revoked, or lost by a restarted server
                 log.info("source %s: lease of %s not renewed (%s): fetching it anew", self.name, dep,
                          exc.reason, extra={"event": "lease_lost", "source": self.name, "key": str(dep)})
                 return
@@ -686,37 +438,3 @@ async def _sleep(delay: float, *events: asyncio.Event) -> asyncio.Event | None:
         for waiter in waiters:
             waiter.cancel()
     return waiters[next(iter(done))] if done else None
-
-
-def _life_from_lookup(body: Any) -> _TokenLife:
-    data = body.get("data") or {}
-    ttl = float(data.get("ttl") or 0)
-    return _TokenLife(ttl, bool(data.get("renewable")), float(data.get("creation_ttl") or ttl))
-
-
-def _life_from_auth(auth: Any, full: float | None = None) -> _TokenLife:
-    ttl = float(auth.get("lease_duration") or 0)
-    return _TokenLife(ttl, bool(auth.get("renewable")), ttl if full is None else full)
-
-
-def _ttl_text(life: _TokenLife) -> str:
-    if not life.ttl:
-        return "none"
-    return f"{life.ttl:g}s, " + ("renewable" if life.renewable else "not renewable")
-
-
-def _lease_text(secret: _Secret) -> str:
-    if not secret.leased:
-        return "not leased"
-    kind = "renewable" if secret.renewable else "not renewable"
-    return f"lease {secret.ttl:g}s, {kind}" if secret.lease_id else f"expires in {secret.ttl:.0f}s"
-
-
-def _read_file(path: Path | None, option: str) -> str:
-    try:
-        text = Path(path or "").read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise _Refused(f"cannot read {option} {path}: {exc.strerror}") from None
-    if not text:
-        raise _Refused(f"{option} {path} is empty")
-    return text

@@ -1,19 +1,5 @@
-"""The `zookeeper` source: a znode's path is a key, its data (UTF-8) the value.
-
-kazoo speaks the protocol on its own threads; everything it reports (replies, watch events,
-connection states) is queued and handed to the event loop in one batch (`_post` → `_drain`), and
-all state below lives on the loop. ZooKeeper watches fire once, so every event is answered with a
-new read that also sets the next watch (read-then-watch in one request: nothing slips between).
-
-What is kept is a mirror of the watched znodes: their data and their children. A dependency's
-value is computed from the mirror, and pushed only when no read that concerns it is in flight,
-so a tree is never delivered half-read.
-
-kazoo drops every watch when the connection drops (it does not replay them with SetWatches), and a
-session expiry drops them on the server too; either way, on reconnection everything watched is
-read again with fresh watches, which also catches the changes made meanwhile. While disconnected
-nothing is pushed: the runner keeps the last-known values.
-"""
+"""The zookeeper source itself: kazoo's threads → the loop, the mirror, reads and pushes (see the
+package doc)."""
 
 from __future__ import annotations
 
@@ -25,8 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from confsync.config import Duration, RelPath
 from confsync.sources import ABSENT, Dep, Functions, Missing, Sink
+from confsync.sources.zookeeper.client import kazoo_logger, stop_client
+from confsync.sources.zookeeper.options import ZooKeeperOptions, bad_path
+from confsync.sources.zookeeper.tree import join, value_of, why
 
 log = logging.getLogger(__name__)
 
@@ -52,34 +40,6 @@ _READ: dict[str, Op] = {DATA: "get", CHILDREN: "children"}
 _CONNECTION_ERRORS = ("ConnectionLoss", "SessionExpiredError", "ConnectionClosedError",
                       "OperationTimeoutError", "AuthFailedError", "SessionMovedError")
 
-
-@dataclass(frozen=True)
-class ZooKeeperAuth:
-    credential_file: RelPath  # holds "user:password"; never logged
-    scheme: Literal["digest"] = "digest"
-
-
-@dataclass(frozen=True)
-class ZooKeeperOptions:
-    hosts: str  # "host:port,host:port"
-    chroot: str | None = None  # every path is relative to it
-    auth: ZooKeeperAuth | None = None
-    session_timeout: Duration = 10.0
-    secret: bool = False  # values are secrets: files 0600 by default, values redacted from diffs and errors
-
-    def __post_init__(self) -> None:
-        parts = [p.strip() for p in self.hosts.split(",")]
-        if not self.hosts.strip() or not all(parts):
-            raise ValueError(f"hosts: expected \"host:port,host:port\", got {self.hosts!r}")
-        if "/" in self.hosts:
-            raise ValueError("hosts: give the chroot in `chroot`, not after the host list")
-        if self.chroot is not None:
-            chroot = "/" + self.chroot.strip("/")
-            if chroot != "/" and _bad_path(chroot.strip("/")):
-                raise ValueError(f"chroot: {_bad_path(chroot.strip('/'))}")
-            object.__setattr__(self, "chroot", None if chroot == "/" else chroot)
-        if self.session_timeout <= 0:
-            raise ValueError("session_timeout must be positive")
 
 
 @dataclass(eq=False)
@@ -164,7 +124,7 @@ class ZooKeeperSource:
         credential = self._credential_text
         auth = [(self.options.auth.scheme, credential)] if self.options.auth and credential else None
         client = KazooClient(hosts=hosts, timeout=self.options.session_timeout, handler=handler,
-                             connection_retry=retry, auth_data=auth, logger=_kazoo_logger())
+                             connection_retry=retry, auth_data=auth, logger=kazoo_logger())
         client.add_listener(lambda state: self._post("state", client, state))
         self._client = client
         client.start_async()
@@ -208,7 +168,7 @@ class ZooKeeperSource:
         self._connect()
 
     def _retire(self, client: Any) -> None:
-        task = asyncio.create_task(asyncio.to_thread(_stop, client))  # blocks: not on the loop
+        task = asyncio.create_task(asyncio.to_thread(stop_client, client))  # blocks: not on the loop
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
 
@@ -229,7 +189,7 @@ class ZooKeeperSource:
 
     def watch(self, dep: Dep) -> None:
         index = self._index(dep.kind)
-        problem = _bad_path(dep.path)
+        problem = bad_path(dep.path)
         if index is None or problem:
             why = f"invalid znode path {dep.path!r}: {problem}" if problem else f"no {dep.kind}() in zookeeper"
             asyncio.get_running_loop().call_soon(self.sink.update, dep, Missing(why))
@@ -429,7 +389,7 @@ class ZooKeeperSource:
             if error is None and result.value is not None:
                 self._want(_READ[request.aspect], request.path, request.aspect)  # it appeared meanwhile
             else:
-                self._store(request.path, request.aspect, ABSENT if error is None else _why(error))
+                self._store(request.path, request.aspect, ABSENT if error is None else why(error))
         elif error is None:
             value = result.value
             self._store(request.path, request.aspect, (value[0] or b"") if request.op == "get" else value)
@@ -437,7 +397,7 @@ class ZooKeeperSource:
             # A failed read sets no watch; `exists` does, and answers whether it appeared meanwhile.
             self._want("exists", request.path, request.aspect)
         else:
-            self._store(request.path, request.aspect, _why(error))
+            self._store(request.path, request.aspect, why(error))
             self._want("arm", request.path, request.aspect)
 
     def _store(self, path: str, aspect: str, value: Any) -> None:
@@ -452,10 +412,10 @@ class ZooKeeperSource:
         self._children[path] = value
         if isinstance(before, frozenset):
             for gone in before - (value if isinstance(value, frozenset) else frozenset()):
-                self._prune(_join(path, gone), subtree=True)
+                self._prune(join(path, gone), subtree=True)
         if isinstance(value, frozenset) and (path in self._trees or self._in_tree(path)):
             for name in value:  # a tree reads every znode under it, new ones as they appear
-                child = _join(path, name)
+                child = join(path, name)
                 if child not in self._data:
                     self._want("get", child, DATA)
                 if child not in self._children:
@@ -495,7 +455,7 @@ class ZooKeeperSource:
             self._dirty.discard(watch)
             if self._watches.get(watch.dep) is not watch:
                 continue
-            value = self._value(watch.dep)
+            value = value_of(watch.dep, self._data, self._children)
             if value is not None:
                 self.sink.update(watch.dep, value)
 
@@ -507,97 +467,3 @@ class ZooKeeperSource:
         if self._hold_since is None:
             self._hold_since = now
         return now - self._hold_since < HOLD_MAX
-
-    def _value(self, dep: Dep) -> Any:
-        """`dep`'s value from the mirror; None while a part of it is still unknown."""
-        if dep.kind == "key":
-            return _text(self._data.get(dep.path))
-        children = self._children.get(dep.path)
-        if children is None or isinstance(children, Missing):
-            return children if children is not ABSENT else ([] if dep.kind == "ls" else {})
-        if dep.kind == "ls":
-            return sorted(children)
-        tree: dict[str, str] = {}
-        problem = self._walk(dep.path, len(dep.path) + 1 if dep.path else 0, children, tree)
-        if problem is _INCOMPLETE:
-            return None
-        return tree if problem is None else problem
-
-    def _walk(self, path: str, cut: int, children: frozenset[str], into: dict[str, str]) -> Missing | None:
-        """Fill `into` from the znodes under `path`; a Missing if one of them cannot be had.
-
-        A znode is an entry when it has no children or when its data is not empty: a znode
-        that only holds others (the usual "directory", made by `create -p`) is not.
-        """
-        for name in sorted(children):
-            child = _join(path, name)
-            data, below = self._data.get(child), self._children.get(child)
-            if data is None or below is None:
-                return _INCOMPLETE
-            if data is ABSENT or below is ABSENT:
-                continue  # deleted just now; its parent's change is on its way
-            for part in (data, below):
-                if isinstance(part, Missing):
-                    return Missing(f"cannot read znode {child[cut:]!r} of the tree: {part.reason}")
-            assert isinstance(data, bytes) and isinstance(below, frozenset)
-            if data or not below:
-                text = _text(data)
-                if isinstance(text, Missing):
-                    return Missing(f"znode {child[cut:]!r} of the tree: {text.reason}")
-                into[child[cut:]] = text
-            problem = self._walk(child, cut, below, into)
-            if problem is not None:
-                return problem
-        return None
-
-
-_INCOMPLETE = Missing("(still being read)")  # internal: the tree is not complete yet
-
-
-def _text(data: bytes | Missing | None) -> Any:
-    if not isinstance(data, bytes):
-        return data
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return Missing(f"znode data is not UTF-8 text ({exc.reason} at byte {exc.start})")
-
-
-def _why(error: BaseException) -> Missing:
-    name = type(error).__name__
-    if name == "NoAuthError":
-        return Missing("permission denied by the znode's ACL (check auth)")
-    return Missing(f"ZooKeeper error {name}")
-
-
-def _join(parent: str, name: str) -> str:
-    return f"{parent}/{name}" if parent else name
-
-
-def _bad_path(path: str) -> str | None:
-    if not path:
-        return None
-    # ZooKeeper's PathUtils.validatePath refuses these code points.
-    if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F or 0xD800 <= ord(c) <= 0xF8FF or ord(c) >= 0xFFF0
-           for c in path):
-        return "contains a character ZooKeeper does not allow in paths"
-    if any(part in ("", ".", "..") for part in path.split("/")):
-        return "path parts may not be empty, '.' or '..'"
-    return None
-
-
-def _kazoo_logger() -> logging.Logger:
-    # kazoo warns at every failed reconnection attempt, which our source_down already says; at
-    # debug it logs requests and replies, i.e. the credential and values: never below WARNING,
-    # and WARNING only when confsync itself is at debug.
-    kazoo_log = logging.getLogger(f"{__name__}.kazoo")
-    kazoo_log.setLevel(logging.WARNING if log.isEnabledFor(logging.DEBUG) else logging.ERROR)
-    return kazoo_log
-
-
-def _stop(client: Any) -> None:
-    try:
-        client.stop()
-        client.close()
-    except Exception as exc:  # kazoo gives up on a connection thread that would not end in time
-        log.warning("a ZooKeeper client did not stop cleanly: %s", exc)
