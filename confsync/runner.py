@@ -123,7 +123,8 @@ class Runner:
 
     def source_status(self, source: str, up: bool, reason: str = "") -> None:
         if not up and self.source_down.get(source) != reason:
-            self.source_errors[source] += 1
+            if source not in self.source_down:  # an outage, not a change of its reason (issue 18)
+                self.source_errors[source] += 1
             log.warning("source %s unavailable: %s (keeping last known values)", source, reason,
                         extra={"event": "source_down", "source": source})
             self.source_down[source] = reason

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from confsync.sources.vault.errors import Refused
+from confsync.sources.vault.errors import Refused, Unreachable
 
 
 @dataclass(frozen=True)
@@ -16,15 +16,31 @@ class TokenLife:
     full: float  # the TTL a renewal asks for: the one the token was created with
 
 
-def life_from_lookup(body: Any) -> TokenLife:
-    data = body.get("data") or {}
-    ttl = float(data.get("ttl") or 0)
-    return TokenLife(ttl, bool(data.get("renewable")), float(data.get("creation_ttl") or ttl))
+def life_from_lookup(body: dict[str, Any] | None) -> TokenLife:
+    """The token's life from a `token/lookup-self` reply; Unreachable if it is not one."""
+    data = part(body, "data")
+    try:
+        ttl = float(data.get("ttl") or 0)
+        return TokenLife(ttl, bool(data.get("renewable")), float(data.get("creation_ttl") or ttl))
+    except (TypeError, ValueError):
+        raise Unreachable("the token lookup reply is not a Vault reply (ttl is not a number)") from None
 
 
-def life_from_auth(auth: Any, full: float | None = None) -> TokenLife:
-    ttl = float(auth.get("lease_duration") or 0)
+def life_from_auth(body: dict[str, Any] | None, full: float | None = None) -> TokenLife:
+    """From the `auth` part of a login or renewal reply."""
+    auth = part(body, "auth")
+    try:
+        ttl = float(auth.get("lease_duration") or 0)
+    except (TypeError, ValueError):
+        raise Unreachable("the login reply is not a Vault reply (lease_duration is not a number)") from None
     return TokenLife(ttl, bool(auth.get("renewable")), ttl if full is None else full)
+
+
+def part(body: dict[str, Any] | None, key: str) -> dict[str, Any]:
+    value = body.get(key) if isinstance(body, dict) else None
+    if not isinstance(value, dict):
+        raise Unreachable(f"the reply is not a Vault reply ({key} is not a mapping)")
+    return value
 
 
 def ttl_text(life: TokenLife) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -82,7 +82,10 @@ class VaultFunctions(Functions):
     together, and leased as one, so a per-field key() would only hide that."""
 
     def secret(self, path: str, **params: Any) -> dict[str, Any]:
-        return self._lookup(self._dep("secret", path, **_hashable(params)), ABSENT)  # type: ignore[no-any-return]
+        # Parameters are secret whenever any input to them is (issue 18); which input a value came
+        # from cannot be told, so a vault dependency never shows its parameter values.
+        dep = replace(self._dep("secret", path, **_hashable(params)), secret_params=True)
+        return self._lookup(dep, ABSENT)  # type: ignore[no-any-return]
 
     def key(self, path: str, default: Any = ABSENT) -> str:
         raise TypeError(f"{self._source}.key() does not exist: use {self._source}.secret(path)['field']")

@@ -6,6 +6,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from confsync.sources.vault.errors import Refused
+
 MIN_DELAY = 0.2  # s: a TTL of 0 or 1 must not spin
 
 
@@ -27,12 +29,21 @@ class Secret:
         return self.ttl > 0
 
 
-def parse(body: Any, mount: Mount | None) -> Secret:
-    if not isinstance(body, dict):  # 204 No Content: a write that returns nothing
+def parse(body: dict[str, Any] | None, mount: Mount | None) -> Secret:
+    """A reply as a secret; Refused when it is not shaped like one (issue 18: never an empty
+    secret in place of a reply that cannot be understood)."""
+    if body is None:  # 204 No Content: a write that returns nothing
         return Secret({})
-    data = body.get("data") or {}
+    try:
+        return _parse(body, mount)
+    except (TypeError, ValueError) as exc:
+        raise Refused(f"the reply is not a secret ({exc})") from None
+
+
+def _parse(body: dict[str, Any], mount: Mount | None) -> Secret:
+    data = _mapping(body.get("data"), "data")
     if mount and mount.kv:
-        return Secret(dict((data.get("data") or {}) if mount.kv == 2 else data))
+        return Secret(_mapping(data.get("data"), "data.data") if mount.kv == 2 else data)
     lease_id = body.get("lease_id") or ""
     if lease_id:
         return Secret(dict(data), lease_id, float(body.get("lease_duration") or 0), bool(body.get("renewable")))
@@ -40,6 +51,14 @@ def parse(body: Any, mount: Mount | None) -> Secret:
     if isinstance(expiration, int | float) and not isinstance(expiration, bool) and expiration > 0:
         return Secret(dict(data), ttl=max(expiration - time.time(), MIN_DELAY))
     return Secret(dict(data))
+
+
+def _mapping(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise TypeError(f"{where} is a {type(value).__name__}, not a mapping")
+    return dict(value)
 
 
 def kv_path(path: str, mount: Mount) -> str:

@@ -6,13 +6,24 @@ import asyncio
 import logging
 import os
 import random
+import threading
+import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
 from confsync.sources import Dep, Missing, Sink
-from confsync.sources.vault.auth import TokenLife, life_from_auth, life_from_lookup, read_file, ttl_text
-from confsync.sources.vault.errors import Problem, Refused, Unreachable, problem_of
+from confsync.sources.vault.auth import TokenLife, life_from_auth, life_from_lookup, part, read_file, ttl_text
+from confsync.sources.vault.errors import (
+    RATE_LIMITED,
+    Problem,
+    Refused,
+    Unreachable,
+    not_a_reply,
+    problem_of,
+    retry_after_of,
+)
 from confsync.sources.vault.options import VaultFunctions, VaultOptions
 from confsync.sources.vault.secrets import MIN_DELAY, Mount, Secret, kv_path, lease_text, parse
 
@@ -60,12 +71,14 @@ class VaultSource:
             url=self.address, token="", timeout=self.options.timeout, verify=self._verify(),
             cert=self._client_cert(), namespace=self.options.namespace or os.environ.get("VAULT_NAMESPACE"),
         )
-        self._auth_task = asyncio.create_task(self._guarded(self._keep_authenticated()),
+        self._client.adapter.session.hooks["response"].append(_note_retry_after)
+        self._auth_task = asyncio.create_task(self._guarded(self._keep_authenticated),
                                               name=f"vault:{self.name}:auth")
 
     def watch(self, dep: Dep) -> None:
         if dep not in self._tasks:  # every new dep starts at once: their first reads run together
-            self._tasks[dep] = asyncio.create_task(self._guarded(self._follow(dep)), name=f"vault:{dep}")
+            self._tasks[dep] = asyncio.create_task(self._guarded(partial(self._follow, dep), dep),
+                                                   name=f"vault:{dep}")
 
     def lease_remaining(self) -> dict[str, float]:
         """Seconds until each leased secret expires, for /metrics."""
@@ -110,24 +123,33 @@ class VaultSource:
     # -- requests
 
     async def _call(self, fn: Any, *args: Any, redact: tuple[str, ...] = (), **kwargs: Any) -> Any:
-        """Run one blocking hvac call in a worker thread; its failures come back as `Problem`s."""
+        """Run one blocking hvac call in a worker thread: a JSON object, or None for a 204 (a write
+        that returns nothing). Its failures, and any other body, come back as `Problem`s."""
         loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, partial(self._request, fn, args, kwargs, redact))
+
+    def _request(self, fn: Any, args: Any, kwargs: Any, redact: tuple[str, ...]) -> dict[str, Any] | None:
+        """In a worker thread: `_last_reply` is this thread's, so its Retry-After is this request's."""
+        _last_reply.retry_after = None
         try:
-            return await loop.run_in_executor(self._executor, partial(fn, *args, **kwargs))
+            body = fn(*args, **kwargs)
         except Exception as exc:
-            problem = problem_of(exc, self.address, redact)
+            problem = problem_of(exc, self.address, redact, retry_after_of(_last_reply.retry_after, time.time()))
             if problem is None:
                 raise
             raise problem from None  # hvac's own text holds URLs and bodies: drop it
+        if isinstance(body, dict):
+            return body
+        if getattr(body, "status_code", None) == 204:
+            return None
+        raise not_a_reply(self.address, body)  # a proxy's HTML page, a JSON list… (issue 18)
 
     # -- connection state
 
     def _unreachable(self, reason: str) -> None:
         self._ready.clear()
         self._check.set()
-        if self._down != reason:
-            self._down = reason
-            self.sink.source_status(self.name, False, reason)
+        self._report_down(reason)
 
     def _up(self) -> None:
         if self._down is not None:
@@ -166,8 +188,14 @@ class VaultSource:
 
         while True:
             self._check.clear()
+            backoff = tenacity.wait_exponential_jitter(initial=0.2, max=BACKOFF_MAX, jitter=0.5)
+
+            def wait(state: Any, backoff: Any = backoff) -> float:
+                # A 429's Retry-After, when longer than our own back-off (issue 18).
+                return max(float(backoff(state)), float(state.outcome.exception().retry_after))
+
             retrying = tenacity.AsyncRetrying(
-                wait=tenacity.wait_exponential_jitter(initial=0.2, max=BACKOFF_MAX, jitter=0.5),
+                wait=wait,
                 retry=tenacity.retry_if_exception_type(Problem),
                 before_sleep=self._report_attempt,
             )
@@ -178,11 +206,13 @@ class VaultSource:
             await self._keep_token(life)
 
     def _report_attempt(self, state: Any) -> None:
-        exc = state.outcome.exception()
         self._ready.clear()
-        if self._down != exc.reason:
-            self._down = exc.reason
-            self.sink.source_status(self.name, False, exc.reason)
+        self._report_down(state.outcome.exception().reason)
+
+    def _report_down(self, reason: str) -> None:
+        if self._down != reason:
+            self._down = reason
+            self.sink.source_status(self.name, False, reason)
 
     async def _authenticate(self) -> TokenLife:
         """Keep the token we have while it is still good (a reconnection); else log in."""
@@ -209,8 +239,11 @@ class VaultSource:
                 raise Refused(f"the token from {where} was refused: {exc.reason}", exc.status) from None
         else:
             response = await self._method_login()
-            self._set_token(response["auth"]["client_token"])
-            life = life_from_auth(response["auth"])
+            life = life_from_auth(response)
+            issued = part(response, "auth").get("client_token")
+            if not isinstance(issued, str) or not issued:
+                raise Unreachable("the login reply holds no client token")
+            self._set_token(issued)
         log.info("source %s: logged in (%s; token ttl %s)", self.name, auth.method, ttl_text(life),
                  extra={"event": "logged_in", "source": self.name})
         return life
@@ -276,7 +309,7 @@ class VaultSource:
                          extra={"event": "token_renewal_failed", "source": self.name})
                 self._client.token = ""
                 return
-            life = life_from_auth(renewed["auth"], full=life.full)
+            life = life_from_auth(renewed, full=life.full)
             if life.ttl:  # counted from when it was asked (0 would mean "never expires")
                 life = TokenLife(max(life.ttl - (loop.time() - start), MIN_DELAY), life.renewable, life.full)
             extendable = life.renewable and life.ttl + 1 >= life.full  # shorter than asked: capped
@@ -294,7 +327,13 @@ class VaultSource:
             try:
                 secret = await self._fetch(dep)
             except Unreachable as exc:
-                self._unreachable(exc.reason)
+                if exc.status != RATE_LIMITED:
+                    self._unreachable(exc.reason)
+                    continue
+                # A quota: the server is there (the token need not be checked), and asks us to wait.
+                failures += 1
+                self._report_down(exc.reason)
+                await asyncio.sleep(max(exc.retry_after * random.uniform(0.8, 1.0), _backoff(failures)))
                 continue
             except Refused as exc:
                 if exc.status == 403 and await self._token_rejected(token):
@@ -305,6 +344,8 @@ class VaultSource:
                 await _sleep(min(2.0 ** (failures - 1), self.interval), reconnected, token_replaced)
                 continue
             failures = 0
+            if self._down is not None and self._ready.is_set():  # back from a rate limit
+                self._up()
             if self._denied.pop(dep, None):
                 log.info("source %s: %s readable again", self.name, dep,
                          extra={"event": "secret_available", "source": self.name, "key": str(dep)})
@@ -395,6 +436,7 @@ class VaultSource:
                 log.info("source %s: lease of %s not renewed (%s): fetching it anew", self.name, dep,
                          exc.reason, extra={"event": "lease_lost", "source": self.name, "key": str(dep)})
                 return
+            renewed = renewed or {}  # a 204: nothing renewed
             start, ttl = loop.time(), float(renewed.get("lease_duration") or 0)
             self._expiry[dep] = start + ttl
             # Asked for the full lease and got less: the max TTL is near, renewals cannot help.
@@ -404,18 +446,51 @@ class VaultSource:
                       "" if extendable else ", at its max TTL: fetched anew before it expires",
                       extra={"event": "lease_renewed", "source": self.name, "key": str(dep)})
 
-    async def _guarded(self, work: Any) -> None:
-        """A bug in a task must show in the log, not end the task silently."""
-        try:
-            await work
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("source %s: internal error", self.name, extra={"source": self.name})
-            raise
+    async def _guarded(self, work: Callable[[], Awaitable[None]], dep: Dep | None = None) -> None:
+        """No task of the source may die (issue 18): a failure nothing else caught is said, at error,
+        as the reason its secret (or the source) is unavailable, and the work starts over."""
+        failures = 0
+        while True:
+            try:
+                await work()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures += 1
+                reason = f"internal error ({_where(exc)}); retrying"
+                log.error("source %s: %s%s", self.name, f"{dep}: " if dep else "", reason,
+                          extra={"event": "source_internal_error", "source": self.name})
+                if dep is None:
+                    self._report_down(reason)
+                else:
+                    self.sink.update(dep, Missing(reason))
+                await asyncio.sleep(_backoff(failures))
 
 
 # -- small helpers ------------------------------------------------------------------------------
+
+_last_reply = threading.local()  # per worker thread: the Retry-After of its last 429
+
+
+def _note_retry_after(response: Any, *args: Any, **kwargs: Any) -> None:
+    """A requests hook, run in the thread that made the request."""
+    if response.status_code == RATE_LIMITED:
+        _last_reply.retry_after = response.headers.get("Retry-After")
+
+
+def _backoff(failures: int) -> float:
+    """Exponential with full jitter, from MIN_DELAY up to BACKOFF_MAX."""
+    return random.uniform(MIN_DELAY, min(BACKOFF_MAX, MIN_DELAY * 2.0 ** failures))
+
+
+def _where(exc: BaseException) -> str:
+    """An exception's type and innermost line: enough for a bug report, never a value."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    where = f" at {os.path.basename(tb.tb_frame.f_code.co_filename)}:{tb.tb_lineno}" if tb else ""
+    return f"{type(exc).__name__}{where}"
 
 
 def _fire(source: VaultSource, attr: str) -> None:
