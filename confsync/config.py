@@ -132,12 +132,15 @@ class Config:
     reloaders: dict[str, ReloaderConfig] = field(default_factory=dict)
     wait: Wait = Wait()
     listen: str | None = None
+    # /readyz says "not ready" once a rendered template could not get fresh data for this long.
+    max_stale_for_ready: Duration = 300.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
     env_allow: tuple[str, ...] | None = None  # the variables env() may read; None: all
 
 
-_TOP_LEVEL = {"sources", "templates", "reloaders", "wait", "listen", "log_level", "log_format", "env_allow"}
+_TOP_LEVEL = {"sources", "templates", "reloaders", "wait", "listen", "max_stale_for_ready", "log_level",
+              "log_format", "env_allow"}
 _ENV_OVERRIDES = {"listen": "CONFSYNC_LISTEN", "log_level": "CONFSYNC_LOG_LEVEL",
                   "log_format": "CONFSYNC_LOG_FORMAT"}
 
