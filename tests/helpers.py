@@ -166,3 +166,23 @@ def wait_until(predicate: Callable[[], Any], timeout: float = DEADLINE, what: st
             return value
         time.sleep(0.01)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def readyz(port: int) -> tuple[int, dict[str, Any]]:
+    """The daemon's /readyz on 127.0.0.1:port: its status and its JSON body, 503 or not."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def metrics_text(port: int) -> str:
+    """The daemon's /metrics on 127.0.0.1:port."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+        return str(reply.read().decode())

@@ -167,3 +167,13 @@ def test_https_to_a_plain_listener_names_the_likely_cause(bao, project, tmp_path
     result = confsync("init", "-c", str(cfg), "--timeout", "3s", VAULT_TOKEN=bao.root_token)
     assert result.returncode == 3
     assert "does not speak TLS" in result.stderr and "http://" in result.stderr, result.stderr
+
+
+def test_http_to_a_tls_listener_names_the_likely_cause(bao, proxy, project, tmp_path):
+    """Item 12: Go's answer to plain HTTP on a TLS port (HTTP 400, this text) is not "the token was
+    refused". The proxy answers exactly what Vault's listener would."""
+    proxy.respond(400, b"Client sent an HTTP request to an HTTPS server.\n", {"Content-Type": "text/plain"})
+    cfg = project(config(proxy.url, str(tmp_path / "out")), templates={"t.j2": "{{ vault.secret('secret/x').a }}"})
+    result = confsync("init", "-c", str(cfg), "--timeout", "3s", VAULT_TOKEN=bao.root_token)
+    assert result.returncode == 3
+    assert "use https://" in result.stderr and "refused" not in result.stderr, result.stderr

@@ -18,6 +18,7 @@ from confsync.sources.etcd.wire import (
     OUT_OF_RANGE,
     UNAUTHENTICATED,
     Compacted,
+    StoreReplaced,
     TokenRefused,
     Unavailable,
     describe,
@@ -25,8 +26,10 @@ from confsync.sources.etcd.wire import (
     keepalive_options,
     kvs_of,
     parse_line,
+    reply_of,
     stream_error,
 )
+from confsync.sources.failures import internal_error
 
 if TYPE_CHECKING:
     import httpx
@@ -80,6 +83,7 @@ class EtcdSource:
         self.index = Index()
         self.mirror: dict[bytes, bytes] = {}  # watched keys as they were at revision `rev`
         self.rev = 0
+        self._cluster, self._term = "", 0  # the store `rev` comes from: see _check_store
         self._full = True  # the next connection reads every watched key again (start, compaction)
         self._unread: set[Dep] = set()
         self._inbox: asyncio.Queue[Any] = asyncio.Queue()
@@ -150,7 +154,8 @@ class EtcdSource:
                 await self._follow()
             except Exception as exc:  # Unavailable, or a reply we did not expect: reconnect either way
                 if not isinstance(exc, Unavailable):
-                    log.exception("etcd %s: unexpected failure on %s", self.name, self._endpoint)
+                    log.error("etcd %s: %s on %s", self.name, internal_error(exc), self._endpoint,
+                              extra={"event": "source_internal_error", "source": self.name})
                     self._full = True
                 log.info("etcd %s: lost %s (%s); reconnecting", self.name, self._endpoint, exc,
                          extra={"event": "etcd_disconnected", "source": self.name})
@@ -171,7 +176,8 @@ class EtcdSource:
                 await self._open()
             except Exception as exc:  # Unavailable, or a reply we did not expect: never a dead task
                 if not isinstance(exc, Unavailable):
-                    log.exception("etcd %s: unexpected failure on %s", self.name, self._endpoint)
+                    log.error("etcd %s: %s on %s", self.name, internal_error(exc), self._endpoint,
+                              extra={"event": "source_internal_error", "source": self.name})
                     self._full = True
                 await self._close_stream()
                 reasons.append(f"{self._endpoint}: {exc}")
@@ -182,15 +188,18 @@ class EtcdSource:
 
     async def _open(self) -> None:
         """Bring the mirror up to date on `_endpoint`, then watch from the next revision."""
-        try:
-            if self._full:
-                await self._read_all()
-            elif self._unread:
-                await self._read_unread()
-        except Compacted:
-            self._full = True
-            await self._read_all()
-        await self._start_watch()
+        for attempt in (1, 2):
+            try:
+                if self._full:
+                    await self._read_all()
+                elif self._unread:
+                    await self._read_unread()
+                await self._start_watch()
+                return
+            except (Compacted, StoreReplaced) as exc:
+                self._full = True
+                if attempt == 2:
+                    raise Unavailable(f"the store changed again while it was read ({exc})") from None
 
     # -- reading ----------------------------------------------------------------------------------
 
@@ -269,19 +278,24 @@ class EtcdSource:
         # `hasleader`: a member cut off from its cluster ends the watch instead of going quiet.
         headers = {**self._auth_header(), "Grpc-Metadata-hasleader": "true"}
         try:
-            response = await stream.stack.enter_async_context(self._client.stream(
-                "POST", self._endpoint + "/v3/watch", json=request, headers=headers,
-                timeout=httpx.Timeout(self.options.timeout, connect=CONNECT_TIMEOUT, read=STREAM_SILENCE)))
-            if response.status_code != 200:
-                await response.aread()
-                code, message = error_of(response)
-                raise (TokenRefused if code == UNAUTHENTICATED else Unavailable)(message)
-            lines = response.aiter_lines()
+            # `timeout` bounds every step of opening: connecting, the response headers, and etcd's
+            # "created" (issue 18: an endpoint that accepts and never answers held us 25 minutes).
             async with asyncio.timeout(self.options.timeout):
+                response = await stream.stack.enter_async_context(self._client.stream(
+                    "POST", self._endpoint + "/v3/watch", json=request, headers=headers,
+                    timeout=httpx.Timeout(self.options.timeout, connect=CONNECT_TIMEOUT, read=STREAM_SILENCE)))
+                if response.status_code != 200:
+                    await response.aread()
+                    code, message = error_of(response, self._endpoint)
+                    raise (TokenRefused if code == UNAUTHENTICATED else Unavailable)(message)
+                lines = response.aiter_lines()
                 first = parse_line(await anext(lines))
-        except (httpx.HTTPError, StopAsyncIteration, TimeoutError) as exc:
-            raise Unavailable(f"no answer to the watch request ({describe(exc)})") from exc
+        except TimeoutError:
+            raise Unavailable(f"no answer to the watch request within {self.options.timeout:g}s") from None
+        except (httpx.HTTPError, StopAsyncIteration) as exc:
+            raise Unavailable(f"no answer to the watch request ({describe(exc, self._endpoint)})") from exc
         result = first.get("result") or {}
+        self._check_store(result.get("header"))
         if result.get("created") and not result.get("canceled"):
             return lines
         # A refused watch is "created" and "canceled" at once, e.g. for a token etcd no longer knows.
@@ -297,7 +311,7 @@ class EtcdSource:
                     self._inbox.put_nowait((gen, line))
             end: Exception = Unavailable("the watch stream ended")
         except httpx.HTTPError as exc:
-            end = Unavailable(f"the watch stream broke ({describe(exc)})")
+            end = Unavailable(f"the watch stream broke ({describe(exc, self._endpoint)})")
         self._inbox.put_nowait((gen, end))
 
     async def _close_stream(self) -> None:
@@ -323,7 +337,7 @@ class EtcdSource:
     async def _add_deps(self) -> None:
         try:
             await self._read_unread()
-        except Compacted:
+        except (Compacted, StoreReplaced):
             self._full = True  # if this read fails too, the next connection reads everything
             await self._read_all()
         else:
@@ -387,17 +401,43 @@ class EtcdSource:
                 response = await self._client.post(self._endpoint + path, json=body,
                                                     headers=self._auth_header() if auth else {})
             except httpx.HTTPError as exc:
-                raise Unavailable(describe(exc)) from exc
+                raise Unavailable(describe(exc, self._endpoint)) from exc
             if response.status_code == 200:
-                return response.json()  # type: ignore[no-any-return]
-            code, message = error_of(response)
+                reply = reply_of(response, self._endpoint)
+                self._check_store(reply["header"])
+                return reply
+            code, message = error_of(response, self._endpoint)
             if code == UNAUTHENTICATED and auth and self.username and attempt == 1:
                 await self._authenticate()  # the token expired, or auth was reset
                 continue
             if code == OUT_OF_RANGE and "compacted" in message:
                 raise Compacted(message)
+            if code == OUT_OF_RANGE and "future revision" in message:  # our revision is not reached
+                self._store_replaced(f"revision {self.rev} is in its future")
             raise Unavailable(message)
         raise AssertionError("unreachable")
+
+    def _check_store(self, header: Any) -> None:
+        """Is this still the store our revision comes from? A revision or raft term that went back,
+        or another cluster ID, means a restore or a wipe (issue 18)."""
+        if not isinstance(header, dict):
+            return
+        cluster = str(header.get("cluster_id") or "")
+        revision, term = int(header.get("revision") or 0), int(header.get("raft_term") or 0)
+        if self._cluster and cluster and cluster != self._cluster:
+            self._store_replaced(f"its cluster ID changed from {self._cluster} to {cluster}")
+        if revision < self.rev:
+            self._store_replaced(f"its revision went back from {self.rev} to {revision}")
+        if term < self._term:
+            self._store_replaced(f"its raft term went back from {self._term} to {term}")
+        self._cluster, self._term = cluster or self._cluster, max(term, self._term)
+
+    def _store_replaced(self, why: str) -> None:
+        log.warning("etcd %s: %s serves another store (%s: restored or wiped); reading every watched key "
+                    "again", self.name, self._endpoint, why,
+                    extra={"event": "etcd_store_replaced", "source": self.name})
+        self.rev, self._term, self._cluster, self._full = 0, 0, "", True
+        raise StoreReplaced(why)
 
     def _auth_header(self) -> dict[str, str]:
         return {"Authorization": self._token} if self._token else {}

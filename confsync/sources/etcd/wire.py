@@ -7,6 +7,8 @@ import json
 import socket
 from typing import TYPE_CHECKING, Any
 
+from confsync.sources.failures import PLAIN_TO_TLS_BODY, plain_to_tls, tls_failure
+
 if TYPE_CHECKING:
     import httpx
 
@@ -27,6 +29,11 @@ class TokenRefused(Unavailable):
 
 class Compacted(Exception):
     """The revision we asked for is gone: read everything again at the current one."""
+
+
+class StoreReplaced(Exception):
+    """The endpoint serves another store than the one our revision came from (restored from a
+    backup, or wiped): no event will tell what changed, so read everything again (issue 18)."""
 
 
 def keepalive_options() -> list[tuple[int, int, int]]:
@@ -59,14 +66,34 @@ def stream_error(message: dict[str, Any]) -> str:
     return f"unexpected watch reply {str(message)[:200]}"
 
 
-def error_of(response: httpx.Response) -> tuple[int, str]:
+def error_of(response: httpx.Response, endpoint: str) -> tuple[int, str]:
     """The gRPC code and message of a gateway error reply (a message never holds a secret)."""
     try:
         body = response.json()
         return int(body.get("code", 0)), str(body.get("message") or body.get("error") or "")
     except (ValueError, AttributeError):
+        if PLAIN_TO_TLS_BODY in response.text.lower():
+            return 0, plain_to_tls(endpoint)
         return 0, f"HTTP {response.status_code} from {response.request.url.path}"
 
 
-def describe(exc: BaseException) -> str:
-    return str(exc) or type(exc).__name__
+def reply_of(response: httpx.Response, endpoint: str) -> dict[str, Any]:
+    """A 200's JSON object, which always has a header; Unavailable for anything else (a proxy's page)."""
+    try:
+        reply = response.json()
+    except ValueError:
+        reply = None
+    if not isinstance(reply, dict) or not isinstance(reply.get("header"), dict):
+        kind = response.headers.get("Content-Type") or "no content type"
+        raise Unavailable(f"{endpoint} answered with something that is not an etcd reply (HTTP 200, {kind})")
+    return reply
+
+
+def describe(exc: BaseException, endpoint: str) -> str:
+    text = str(exc)
+    if "ssl" in text.lower() or "certificate" in text.lower():
+        return tls_failure(text, endpoint, "tls.ca_file or ETCDCTL_CACERT")
+    if endpoint.startswith("http://") and "without sending a response" in text:
+        # etcd's TLS port hangs up on plain HTTP without a word.
+        return f"{text.rstrip('.')}: if {endpoint} speaks TLS, use https://"
+    return text or f"{type(exc).__name__}: the connection ended without an answer"

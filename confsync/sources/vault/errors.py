@@ -7,7 +7,7 @@ import re
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from confsync.sources.hints import PLAIN_TO_TLS_BODY, plain_to_tls, tls_failure
+from confsync.sources.failures import PLAIN_TO_TLS_BODY, plain_to_tls, tls_failure
 
 
 class Problem(Exception):

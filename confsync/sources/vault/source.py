@@ -14,6 +14,7 @@ from functools import partial
 from typing import Any
 
 from confsync.sources import Dep, Missing, Sink
+from confsync.sources.failures import internal_error
 from confsync.sources.vault.auth import TokenLife, life_from_auth, life_from_lookup, part, read_file, ttl_text
 from confsync.sources.vault.errors import (
     RATE_LIMITED,
@@ -458,7 +459,7 @@ class VaultSource:
                 raise
             except Exception as exc:
                 failures += 1
-                reason = f"internal error ({_where(exc)}); retrying"
+                reason = f"{internal_error(exc)}; retrying"
                 log.error("source %s: %s%s", self.name, f"{dep}: " if dep else "", reason,
                           extra={"event": "source_internal_error", "source": self.name})
                 if dep is None:
@@ -482,15 +483,6 @@ def _note_retry_after(response: Any, *args: Any, **kwargs: Any) -> None:
 def _backoff(failures: int) -> float:
     """Exponential with full jitter, from MIN_DELAY up to BACKOFF_MAX."""
     return random.uniform(MIN_DELAY, min(BACKOFF_MAX, MIN_DELAY * 2.0 ** failures))
-
-
-def _where(exc: BaseException) -> str:
-    """An exception's type and innermost line: enough for a bug report, never a value."""
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    where = f" at {os.path.basename(tb.tb_frame.f_code.co_filename)}:{tb.tb_lineno}" if tb else ""
-    return f"{type(exc).__name__}{where}"
 
 
 def _fire(source: VaultSource, attr: str) -> None:

@@ -1,4 +1,5 @@
-"""The likely cause of a misleading network failure, for the sources that speak HTTP (issue 18).
+"""Failures described for people (issue 18): the likely cause of a misleading network failure, and
+a bug's whereabouts without its values.
 
 A client's own words for these are "TLS handshake failed", "ReadError" or, from a Go server asked in
 plain HTTP on its TLS port, an HTTP 400: the cause is most often a scheme or a CA that does not
@@ -6,6 +7,8 @@ match the server. Only the library's error text is looked at; it never reaches a
 """
 
 from __future__ import annotations
+
+import os
 
 # What Go's net/http answers (HTTP 400) to plain HTTP on a TLS listener: Vault, OpenBao, etcd.
 PLAIN_TO_TLS_BODY = "client sent an http request to an https server"
@@ -31,3 +34,13 @@ def tls_failure(error_text: str, address: str, ca_option: str) -> str:
 
 def plain_to_tls(address: str) -> str:
     return f"{address} speaks TLS (HTTPS) and was asked in plain HTTP: use https:// in the address"
+
+
+def internal_error(exc: BaseException) -> str:
+    """A failure nothing expected: its type and innermost line, enough for a bug report. Never its
+    text or a traceback, which may hold a value read from the source."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    where = f" at {os.path.basename(tb.tb_frame.f_code.co_filename)}:{tb.tb_lineno}" if tb else ""
+    return f"internal error ({type(exc).__name__}{where})"
