@@ -20,6 +20,9 @@ class ZooKeeperOptions:
     chroot: str | None = None  # every path is relative to it
     auth: ZooKeeperAuth | None = None
     session_timeout: Duration = 10.0
+    # Every znode watched is checked this often (one `exists`, no watch): ZooKeeper drops, without
+    # an event, a watch it may no longer deliver after an ACL change (issue 18). 0: never.
+    watch_check_interval: Duration = 300.0
     secret: bool = False  # values are secrets: files 0600 by default, values redacted from diffs and errors
 
     def __post_init__(self) -> None:
@@ -35,6 +38,8 @@ class ZooKeeperOptions:
             object.__setattr__(self, "chroot", None if chroot == "/" else chroot)
         if self.session_timeout <= 0:
             raise ValueError("session_timeout must be positive")
+        if self.watch_check_interval < 0:
+            raise ValueError("watch_check_interval must be 0 (off) or more")
 
 
 def bad_path(path: str) -> str | None:

@@ -7,6 +7,8 @@ from typing import Any
 
 from confsync.sources import ABSENT, Dep, Missing
 
+DATA = "data"  # a znode's data, as opposed to its children: the two halves of the mirror
+
 
 def value_of(dep: Dep, data_of: Mapping[str, bytes | Missing],
              children_of: Mapping[str, frozenset[str] | Missing]) -> Any:
@@ -18,24 +20,26 @@ def value_of(dep: Dep, data_of: Mapping[str, bytes | Missing],
         return children if children is not ABSENT else ([] if dep.kind == "ls" else {})
     if dep.kind == "ls":
         return sorted(children)
-    tree: dict[str, str] = {}
-    problem = walk(data_of, children_of, dep.path, len(dep.path) + 1 if dep.path else 0, children, tree)
-    if problem is INCOMPLETE:
-        return None
-    return tree if problem is None else problem
+    return walk(data_of, children_of, dep.path, children)
+
 
 def walk(data_of: Mapping[str, bytes | Missing], children_of: Mapping[str, frozenset[str] | Missing],
-         path: str, cut: int, children: frozenset[str], into: dict[str, str]) -> Missing | None:
-    """Fill `into` from the znodes under `path`; a Missing if one of them cannot be had.
+         top: str, children: frozenset[str]) -> dict[str, str] | Missing | None:
+    """The znodes under `top` by path relative to it; a Missing if one of them cannot be had, None
+    while one is still unknown.
 
     A znode is an entry when it has no children or when its data is not empty: a znode
-    that only holds others (the usual "directory", made by `create -p`) is not.
+    that only holds others (the usual "directory", made by `create -p`) is not. Depth first in
+    name order, with a stack of our own: a tree may be deeper than Python's recursion (issue 18).
     """
-    for name in sorted(children):
-        child = join(path, name)
+    cut = len(top) + 1 if top else 0
+    into: dict[str, str] = {}
+    stack = [join(top, name) for name in sorted(children, reverse=True)]
+    while stack:
+        child = stack.pop()
         data, below = data_of.get(child), children_of.get(child)
         if data is None or below is None:
-            return INCOMPLETE
+            return None
         if data is ABSENT or below is ABSENT:
             continue  # deleted just now; its parent's change is on its way
         for part in (data, below):
@@ -47,13 +51,8 @@ def walk(data_of: Mapping[str, bytes | Missing], children_of: Mapping[str, froze
             if isinstance(text, Missing):
                 return Missing(f"znode {child[cut:]!r} of the tree: {text.reason}")
             into[child[cut:]] = text
-        problem = walk(data_of, children_of, child, cut, below, into)
-        if problem is not None:
-            return problem
-    return None
-
-
-INCOMPLETE = Missing("(still being read)")  # internal: the tree is not complete yet
+        stack.extend(join(child, name) for name in sorted(below, reverse=True))
+    return into
 
 
 def text_of(data: bytes | Missing | None) -> Any:
@@ -74,3 +73,18 @@ def why(error: BaseException) -> Missing:
 
 def join(parent: str, name: str) -> str:
     return f"{parent}/{name}" if parent else name
+
+
+def stamp(stat: Any, aspect: str) -> tuple[int, int]:
+    """What changes when the aspect or the ACL of a znode does."""
+    return (stat.mzxid if aspect == DATA else stat.cversion), stat.aversion
+
+
+def under(path: str, tops: set[str]) -> bool:
+    """`path` is one of `tops` or below one (ancestors looked up: linear in the depth, not in `tops`)."""
+    while True:
+        if path in tops:
+            return True
+        if not path:
+            return False
+        path = path.rpartition("/")[0]
