@@ -204,14 +204,16 @@ class Config:
     reloaders: dict[str, ReloaderConfig] = field(default_factory=dict)
     wait: Wait = Wait()
     listen: Listen | None = None
+    # /readyz says "not ready" once a rendered template could not get fresh data for this long.
+    max_stale_for_ready: Duration = 300.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
     env_allow: tuple[str, ...] | None = None  # the variables env() may read; None: all
     pid_file: RelPath | None = None  # `run` writes its PID here (for systemd, shell scripts)
 
 
-_TOP_LEVEL = {"sources", "templates", "reloaders", "wait", "listen", "log_level", "log_format", "env_allow",
-              "pid_file"}
+_TOP_LEVEL = {"sources", "templates", "reloaders", "wait", "listen", "max_stale_for_ready", "log_level",
+              "log_format", "env_allow", "pid_file"}
 _ENV_OVERRIDES = {"listen": "CONFSYNC_LISTEN", "log_level": "CONFSYNC_LOG_LEVEL",
                   "log_format": "CONFSYNC_LOG_FORMAT", "pid_file": "CONFSYNC_PID_FILE"}
 MAX_CONFIG_BYTES = 1 << 20  # a config file is a few KiB; /dev/zero or a log file given by mistake is not

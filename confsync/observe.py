@@ -64,8 +64,14 @@ def _route(runner: Runner, collector: Collector, method: str, path: str) -> tupl
                                                               b"the render loop is not running\n")
     if path == "/readyz":
         waiting = runner.waiting()
-        body = json.dumps({"ready": not waiting, "waiting": waiting}, indent=2).encode() + b"\n"
-        return ("503 Service Unavailable" if waiting else "200 OK"), "application/json", body
+        # A template whose data cannot be kept fresh is not ready once stale past the bound (issue 18).
+        bound = runner.config.max_stale_for_ready
+        found = runner.stale()
+        stale = {name: {"for_seconds": round(seconds, 1), "why": why} for name, (seconds, why) in found.items()}
+        ready = not waiting and all(seconds <= bound for seconds, _ in found.values())
+        body = json.dumps({"ready": ready, "waiting": waiting, "stale": stale, "max_stale_for_ready": bound},
+                          indent=2).encode() + b"\n"
+        return ("200 OK" if ready else "503 Service Unavailable"), "application/json", body
     if path == "/metrics":
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -130,7 +136,19 @@ class Collector:
             up.add_metric([name], 0 if name in runner.source_down else 1)
             errors.add_metric([name], runner.source_errors.get(name, 0))
             watched.add_metric([name], counts[name])
-        yield from (up, errors, watched)
+        unreadable = GaugeMetricFamily("confsync_unreadable_keys", "Watched values that exist but cannot be read "
+                                       "(permission, not UTF-8…)", labels=["source"])
+        unreadable_counts: dict[str, int] = dict.fromkeys(runner.sources, 0)
+        for dep in runner.unreadable:
+            unreadable_counts[dep.source] = unreadable_counts.get(dep.source, 0) + 1
+        for name in runner.sources:
+            unreadable.add_metric([name], unreadable_counts[name])
+        stale = GaugeMetricFamily("confsync_stale_seconds", "Seconds a rendered template has not been able to "
+                                  "get fresh data (0: fresh)", labels=["template"])
+        stale_now = runner.stale()
+        for state in runner.templates:
+            stale.add_metric([state.name], stale_now[state.name][0] if state.name in stale_now else 0.0)
+        yield from (up, errors, watched, unreadable, stale)
 
         leases = GaugeMetricFamily("confsync_vault_lease_seconds_remaining", "Seconds until a leased secret "
                                    "expires", labels=["source", "path"])

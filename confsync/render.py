@@ -21,7 +21,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from confsync import filters
 from confsync.errors import TemplateError
-from confsync.sources import PLACEHOLDERS, Dep, Functions, Missing
+from confsync.sources import ABSENT, PLACEHOLDERS, Dep, Functions, Missing
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,9 @@ class Template:
         def lookup(dep: Dep, default: Any) -> Any:
             result.used.add(dep)
             value = get(dep)
-            if isinstance(value, Missing) and not isinstance(default, Missing):
+            # The default stands in only for a value that does not exist: one that exists but cannot
+            # be read (a permission, not UTF-8) makes the template wait, and says why (issue 18).
+            if value == ABSENT and not isinstance(default, Missing):
                 return default
             if value is None or isinstance(value, Missing):
                 result.missing[dep] = value.reason if value else "waiting for the source's first answer"

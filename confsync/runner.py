@@ -25,7 +25,7 @@ from confsync import lint, reload, write
 from confsync.config import Config, SourceConfig, TemplateConfig
 from confsync.errors import ConfigError, ConfsyncError, MissingDataError, TemplateError, WriteError
 from confsync.render import Template, make_environment
-from confsync.sources import Dep, Source, source_class
+from confsync.sources import ABSENT, Dep, Missing, Source, source_class
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,7 @@ class TemplateState:
     changed: set[Dep] = field(default_factory=set)
     rendered: bool = False  # rendered completely at least once
     error: ConfsyncError | None = None
+    error_since: float | None = None  # monotonic time of the first failure since the last success
     wait_since: float | None = None
     timer: asyncio.TimerHandle | None = None
     # For /metrics:
@@ -108,6 +109,9 @@ class Runner:
         self._stopping = False
         self.settled = asyncio.Event()  # every template rendered, or one failed for good
         self.source_down: dict[str, str] = {}
+        self.down_since: dict[str, float] = {}  # monotonic
+        # Values that exist but cannot be read (issue 18): dep → (why, monotonic time since).
+        self.unreadable: dict[Dep, tuple[str, float]] = {}
         self.source_errors: dict[str, int] = defaultdict(int)
         self.reloads: dict[str, dict[str, int]] = {name: {"ok": 0, "failed": 0} for name in config.reloaders}
         self.worker: asyncio.Task[None] | None = None
@@ -240,12 +244,28 @@ class Runner:
         if dep not in self.users or self.values.get(dep) == value:
             return  # unwatched by now, or no change: nothing to render
         self.values[dep] = value
+        self._note_readable(dep, value)
         for state in self.users[dep]:
             self._mark_changed(state, dep)
 
+    def _note_readable(self, dep: Dep, value: Any) -> None:
+        """A value that exists but cannot be read (permission, not UTF-8…) is a failure, said at
+        warning and kept for /readyz and /metrics, never a silent wait (issue 18)."""
+        if isinstance(value, Missing) and value != ABSENT:
+            known = self.unreadable.get(dep)
+            if known is None or known[0] != value.reason:
+                log.warning("%s cannot be read: %s (templates using it wait; their files keep their last "
+                            "content)", dep, value.reason,
+                            extra={"event": "unreadable", "source": dep.source, "key": str(dep)})
+            self.unreadable[dep] = (value.reason, known[1] if known else time.monotonic())
+        elif self.unreadable.pop(dep, None):
+            log.info("%s can be read again", dep, extra={"event": "readable", "source": dep.source, "key": str(dep)})
+
     def source_status(self, source: str, up: bool, reason: str = "") -> None:
         if not up and self.source_down.get(source) != reason:
-            self.source_errors[source] += 1
+            if source not in self.source_down:  # an outage, not a change of its reason (issue 18)
+                self.source_errors[source] += 1
+                self.down_since[source] = time.monotonic()
             log.warning("source %s unavailable: %s (keeping last known values)", source, reason,
                         extra={"event": "source_down", "source": source})
             self.source_down[source] = reason
@@ -365,14 +385,14 @@ class Runner:
             self._failed(state, exc, "write")
             return None
         if self.dry_run:
-            state.rendered, state.error = True, None
+            state.rendered, state.error, state.error_since = True, None, None
             return None
         now = time.monotonic()
         state.write_time.add(now - started)
         if state.changed_at is not None:
             state.propagation.add(now - state.changed_at)
             state.changed_at = None
-        first, state.rendered, state.error = not state.rendered, True, None
+        first, state.rendered, state.error, state.error_since = not state.rendered, True, None, None
         state.last_success = time.time()
         if written:
             digest = hashlib.sha256(data).hexdigest()
@@ -386,6 +406,8 @@ class Runner:
     def _failed(self, state: TemplateState, error: ConfsyncError, kind: str) -> None:
         error = type(error)(self._redact(state, str(error)))
         state.error = error
+        if state.error_since is None:
+            state.error_since = time.monotonic()
         state.failures[kind] += 1
         log.error("%s not written: %s", state.name, error, extra={"event": "render_failed",
                                                                  "template": state.name, "reason": kind})
@@ -419,6 +441,7 @@ class Runner:
             if not users:
                 del self.users[dep]
                 self.values.pop(dep, None)
+                self.unreadable.pop(dep, None)
                 if dep.source in self.sources:  # else removed by a config reload
                     self.sources[dep.source].unwatch(dep)
         state.deps = used
@@ -503,6 +526,30 @@ class Runner:
         """Templates not rendered yet → the dependencies each waits for, and why."""
         return {s.name: {str(dep): why for dep, why in s.missing.items()}
                 for s in self.templates if not s.rendered}
+
+    def stale(self) -> dict[str, tuple[float, dict[str, str]]]:
+        """Rendered templates that cannot get fresh data: for how many seconds, and why (issue 18).
+        A value that cannot be read, a source down, or a render or write that fails."""
+        now = time.monotonic()
+        found = {}
+        for state in self.templates:
+            if not state.rendered:
+                continue  # waiting(): not ready anyway
+            why: dict[str, str] = {}
+            since: list[float] = []
+            for dep in state.deps:
+                if dep in self.unreadable:
+                    why[str(dep)], started = self.unreadable[dep]
+                    since.append(started)
+                elif dep.source in self.source_down:
+                    why[f"source {dep.source}"] = f"unavailable: {self.source_down[dep.source]}"
+                    since.append(self.down_since.get(dep.source, now))
+            if state.error is not None:
+                why["render"] = str(state.error)
+                since.append(state.error_since or now)
+            if why:
+                found[state.name] = (now - min(since), why)
+        return found
 
     def first_error(self) -> ConfsyncError | None:
         return next((s.error for s in self.templates if s.error), None)

@@ -182,3 +182,23 @@ def documented_security_context() -> dict[str, Any]:
     assert block, "docs/kubernetes.md: no yaml block under 'Security context'"
     doc = yaml.safe_load(block.group(1))
     return {**doc["securityContext"], **doc["containers"][0]["securityContext"]}
+
+
+def readyz(port: int) -> tuple[int, dict[str, Any]]:
+    """The daemon's /readyz on 127.0.0.1:port: its status and its JSON body, 503 or not."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def metrics_text(port: int) -> str:
+    """The daemon's /metrics on 127.0.0.1:port."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+        return str(reply.read().decode())

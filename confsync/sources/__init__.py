@@ -55,9 +55,13 @@ class Dep:
     kind: str
     path: str
     params: tuple[tuple[str, Any], ...] = ()
+    # Parameter values are hidden wherever the dependency is named (logs, errors, /readyz): a
+    # template may build them from a secret, e.g. vault.secret('transit/encrypt/k', plaintext=…).
+    secret_params: bool = False
 
     def __str__(self) -> str:
-        args = [repr(self.path)] + [f"{k}={v!r}" for k, v in self.params]
+        shown = (lambda v: "<redacted>") if self.secret_params else repr
+        args = [repr(self.path)] + [f"{k}={shown(v)}" for k, v in self.params]
         return f"{self.source}.{self.kind}({', '.join(args)})"
 
 
