@@ -117,6 +117,32 @@ class ReloaderConfig:
         return "signal"
 
 
+EXEC = "exec"  # the reload target that means the app `confsync exec` runs (docs/exec.md)
+
+
+@dataclass(frozen=True)
+class ExecConfig:
+    """The app `confsync exec` starts and supervises; names as issue 13 fixed them."""
+
+    command: str | tuple[str, ...] = ()  # a string runs under /bin/sh -c; `-- cmd…` on the command line wins
+    env: dict[str, str] = field(default_factory=dict)  # name → inline template, rendered like a file
+    reload_signal: str = "SIGHUP"  # or "restart": file changes restart the app too
+    kill_signal: str = "SIGTERM"
+    kill_timeout: Duration = 10.0  # then SIGKILL
+
+    def __post_init__(self) -> None:
+        import signal as _signal
+
+        for key in ("reload_signal", "kill_signal"):
+            name = getattr(self, key)
+            if name not in _signal.Signals.__members__ and not (key == "reload_signal" and name == "restart"):
+                raise ValueError(f"{key}: unknown signal {name!r}"
+                                 + (" (or `restart`)" if key == "reload_signal" else ""))
+        for name in self.env:
+            if not name or "=" in name or "\0" in name:
+                raise ValueError(f"env: {name!r} cannot be an environment variable name")
+
+
 @dataclass(frozen=True)
 class SourceConfig:
     name: str
@@ -135,9 +161,11 @@ class Config:
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
     env_allow: tuple[str, ...] | None = None  # the variables env() may read; None: all
+    exec: ExecConfig = ExecConfig()  # used by `confsync exec` only
 
 
-_TOP_LEVEL = {"sources", "templates", "reloaders", "wait", "listen", "log_level", "log_format", "env_allow"}
+_TOP_LEVEL = {"sources", "templates", "reloaders", "wait", "listen", "log_level", "log_format", "env_allow",
+              "exec"}
 _ENV_OVERRIDES = {"listen": "CONFSYNC_LISTEN", "log_level": "CONFSYNC_LOG_LEVEL",
                   "log_format": "CONFSYNC_LOG_FORMAT"}
 
@@ -231,11 +259,13 @@ def _build_sources(base: Path, raw: Any) -> dict[str, SourceConfig]:
 
 
 def _check_references(config: Config) -> None:
+    if EXEC in config.reloaders:
+        raise _FieldError(f"reloaders.{EXEC}", f"the name {EXEC!r} is reserved for the app `confsync exec` runs")
     seen: dict[Path, int] = {}
     for i, tpl in enumerate(config.templates):
         for name in tpl.reload:
-            if name not in config.reloaders:
-                known = ", ".join(sorted(config.reloaders)) or "none defined"
+            if name not in config.reloaders and name != EXEC:
+                known = ", ".join(sorted([*config.reloaders, EXEC]))
                 raise _FieldError(f"templates[{i}].reload", f"unknown reloader {name!r} (known: {known})")
         if not tpl.source.is_file():
             raise _FieldError(f"templates[{i}].source", f"template file not found: {tpl.source}")
