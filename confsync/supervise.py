@@ -62,6 +62,7 @@ class Supervisor:
         self._started_at = -1e9
         self._restart_timer: asyncio.TimerHandle | None = None
         self._restart: asyncio.Task[None] | None = None
+        self._files_changed = False  # with `reload_signal: restart`, since the app started
         self._watcher: asyncio.Task[None] | None = None
 
     def stopping(self) -> bool:
@@ -85,6 +86,7 @@ class Supervisor:
         if self.state != "running":
             return f"the app is {self.state}: it reads the files when it starts"
         if self.cfg.reload_signal == "restart":
+            self._files_changed = True
             self.request_restart()
             return "restart scheduled"
         if not self.send(getattr(signal, self.cfg.reload_signal)):
@@ -106,6 +108,7 @@ class Supervisor:
         except OSError as exc:
             raise ExecError(f"exec: cannot run {_first(command)!r}: {exc.strerror}", 126) from None
         self._proc, self._started_env, self._started_at = proc, dict(self.env), time.monotonic()
+        self._files_changed = False
         if self.state != "stopping":
             self.state = "running"
         log.info("started the app: pid %d, %s%s", proc.pid, _first(command),
@@ -173,8 +176,12 @@ class Supervisor:
 
     def _begin_restart(self) -> None:
         self._restart_timer = None
-        if self.state == "running":
-            self._restart = asyncio.create_task(self._restart_app())
+        if self.state != "running":
+            return
+        if self.env == self._started_env and not self._files_changed:
+            log.info("exec.env is back to what the app runs: no restart", extra={"event": "exec_restart_dropped"})
+            return
+        self._restart = asyncio.create_task(self._restart_app())
 
     async def _restart_app(self) -> None:
         self.state = "restarting"
