@@ -75,7 +75,9 @@ def check(args: argparse.Namespace) -> int:
     from confsync.runner import Runner
 
     async def compile_all() -> int:
-        return len(Runner(_load(args)).templates)
+        config = _load(args)
+        Runner(config, exec_env=lambda name, text: None)  # a sink, so that exec.env's values compile too
+        return len(config.templates)
 
     count = asyncio.run(compile_all())
     print(f"{args.config}: ok ({count} template(s))")

@@ -369,3 +369,9 @@ def _children(pid: int) -> list[int]:
 def _stat(pid: int) -> list[Any]:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return [fields[0], int(fields[1])]
+
+
+def test_check_compiles_exec_env_values(project):
+    cfg = project(config().replace("{{ kv.key('db/host') }}", "{{ kv.key('db/host') "), {"app.conf.j2": TEMPLATE})
+    result = confsync("check", "-c", str(cfg))
+    assert result.returncode == 1 and "exec.env.DB_HOST:1: syntax error" in result.stderr, result.stderr
