@@ -4,6 +4,7 @@ lines or for confsync's log events, never for time."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -17,8 +18,11 @@ from typing import Any
 
 import pytest
 
+from confsync.config import ExecConfig
+from confsync.supervise import Supervisor
 from tests.helpers import Daemon, confsync, wait_until
-from tests.servers import free_port
+from tests.servers import free_port, openbao_server
+from tests.test_vault import put, root_env
 
 APP = Path(__file__).with_name("exec_app.py")
 PASSWORD = "s3cret-pw-1"
@@ -375,3 +379,46 @@ def test_check_compiles_exec_env_values(project):
     cfg = project(config().replace("{{ kv.key('db/host') }}", "{{ kv.key('db/host') "), {"app.conf.j2": TEMPLATE})
     result = confsync("check", "-c", str(cfg))
     assert result.returncode == 1 and "exec.env.DB_HOST:1: syntax error" in result.stderr, result.stderr
+
+
+def test_env_from_vault_restarts_on_a_new_secret_and_never_shows_it(tmp_path):
+    """The issue's own example: an `env` value from a Vault secret, against a real OpenBao."""
+    with openbao_server() as bao:
+        put(bao, "app/db", password="vault-pw-1")
+        (tmp_path / "app.conf.j2").write_text("static\n")
+        cfg = tmp_path / "confsync.yaml"
+        cfg.write_text(f"""
+sources:
+  vault: {{type: vault, address: "{bao.addr}", static_secret_interval: 500ms}}
+templates:
+  - {{source: app.conf.j2, destination: out/app.conf}}
+exec:
+  env:
+    DB_PASSWORD: "{{{{ vault.secret('secret/app/db').password }}}}"
+""")
+        record = Record(tmp_path / "record.jsonl")
+        with Daemon("-c", str(cfg), "--", *app_command(tmp_path), mode="exec", cwd=tmp_path,
+                    **root_env(bao)) as daemon:
+            daemon.wait_event("exec_started", timeout=60)
+            assert record.wait_start()["env"]["DB_PASSWORD"] == "vault-pw-1"
+            put(bao, "app/db", password="vault-pw-2")
+            assert record.wait_start(2)["env"]["DB_PASSWORD"] == "vault-pw-2"
+            assert daemon.stop() == 0
+        for secret in ("vault-pw-1", "vault-pw-2", bao.root_token):
+            assert secret not in daemon.log()
+
+
+async def test_values_changed_back_before_the_restart_cause_none(tmp_path):
+    app = Supervisor(ExecConfig(), app_command(tmp_path))
+    app.set_env("A", "1")
+    await app.start()
+    record = Record(tmp_path / "record.jsonl")
+    await asyncio.to_thread(record.wait_start)
+    app.set_env("A", "2")  # opens the restart window...
+    app.set_env("A", "1")  # ...and this closes it again
+    assert app._restart_timer is not None
+    app._restart_timer.cancel()
+    app._begin_restart()  # the window ends now rather than in RESTART_DELAY
+    assert app.state == "running" and app._restart is None
+    assert await app.stop() == 0
+    assert len(record.starts()) == 1
