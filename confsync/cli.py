@@ -72,6 +72,15 @@ def init(args: argparse.Namespace) -> int:
     return asyncio.run(modes.once(cfg, args.timeout, reloads=False))
 
 
+def exec_(args: argparse.Namespace) -> int:
+    """Render everything, then run the app with its files and environment ready: confsync exec -- cmd…"""
+    from confsync import supervise
+
+    cfg = _load(args, listen=args.listen)
+    command = args.command or cfg.exec.command
+    return asyncio.run(supervise.run(cfg, command, args.timeout, force=args.force))
+
+
 def check(args: argparse.Namespace) -> int:
     """Validate the config, every setting and every template (syntax, includes, the names and keys
     it uses); report every problem found, touch nothing."""
@@ -84,7 +93,8 @@ def check(args: argparse.Namespace) -> int:
         raise ConfigError("\n".join(problems))
 
     async def compile_all() -> int:
-        return len(Runner(cfg).templates)
+        # exec_env: a sink, so that exec.env's values compile too
+        return len(Runner(cfg, exec_env=lambda name, text: None).templates)
 
     count = asyncio.run(compile_all())
     print(f"{cfg.path}: ok ({count} template(s))")
@@ -135,7 +145,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     def command(func: Any, *, force: bool = False, timeout: str | None = None) -> argparse.ArgumentParser:
-        sub = commands.add_parser(func.__name__, help=func.__doc__, description=func.__doc__)
+        sub = commands.add_parser(func.__name__.rstrip("_"), help=func.__doc__, description=func.__doc__)
         sub.set_defaults(func=func)
         default_config = Path(os.environ.get("CONFSYNC_CONFIG", "confsync.yaml"))
         sub.add_argument("-c", "--config", type=Path, metavar="PATH", default=default_config,
@@ -161,6 +171,11 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--dry-run", action="store_true", help="Write nothing.")
     sub.add_argument("--diff", action="store_true", help="Print a unified diff against the files on disk.")
     command(init, timeout="60s")
+    sub = command(exec_, force=True, timeout="60s")
+    sub.add_argument("--listen", metavar="HOST:PORT",
+                     help="host:port for /healthz, /readyz, /metrics [env: CONFSYNC_LISTEN]")
+    sub.add_argument("command", nargs="*", metavar="-- COMMAND",
+                     help="The app and its arguments, after --; wins over exec.command")
     command(check)
     sub = commands.add_parser("convert", help=convert.__doc__, description=convert.__doc__)
     sub.set_defaults(func=convert)

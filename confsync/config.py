@@ -189,6 +189,32 @@ def _command_problem(command: str | tuple[str, ...] | None) -> str | None:
 _PROBLEM_OF = {"signal": _signal_problem, "url": url_problem, "method": _method_problem}
 
 
+EXEC = "exec"  # the reload target that means the app `confsync exec` runs (docs/exec.md)
+
+
+@dataclass(frozen=True)
+class ExecConfig:
+    """The app `confsync exec` starts and supervises; names as issue 13 fixed them."""
+
+    command: str | tuple[str, ...] = ()  # a string runs under /bin/sh -c; `-- cmd…` on the command line wins
+    env: dict[str, str] = field(default_factory=dict)  # name → inline template, rendered like a file
+    reload_signal: str = "SIGHUP"  # or "restart": file changes restart the app too
+    kill_signal: str = "SIGTERM"
+    kill_timeout: Duration = 10.0  # then SIGKILL
+
+    def __post_init__(self) -> None:
+        import signal as _signal
+
+        for key in ("reload_signal", "kill_signal"):
+            name = getattr(self, key)
+            if name not in _signal.Signals.__members__ and not (key == "reload_signal" and name == "restart"):
+                raise ValueError(f"{key}: unknown signal {name!r}"
+                                 + (" (or `restart`)" if key == "reload_signal" else ""))
+        for name in self.env:
+            if not name or "=" in name or "\0" in name:
+                raise ValueError(f"env: {name!r} cannot be an environment variable name")
+
+
 @dataclass(frozen=True)
 class SourceConfig:
     name: str
@@ -210,10 +236,11 @@ class Config:
     log_format: Literal["text", "json"] = "text"
     env_allow: tuple[str, ...] | None = None  # the variables env() may read; None: all
     pid_file: RelPath | None = None  # `run` writes its PID here (for systemd, shell scripts)
+    exec: ExecConfig = ExecConfig()  # used by `confsync exec` only
 
 
 _TOP_LEVEL = {"sources", "templates", "reloaders", "wait", "listen", "max_stale_for_ready", "log_level",
-              "log_format", "env_allow", "pid_file"}
+              "log_format", "env_allow", "pid_file", "exec"}
 _ENV_OVERRIDES = {"listen": "CONFSYNC_LISTEN", "log_level": "CONFSYNC_LOG_LEVEL",
                   "log_format": "CONFSYNC_LOG_FORMAT", "pid_file": "CONFSYNC_PID_FILE"}
 MAX_CONFIG_BYTES = 1 << 20  # a config file is a few KiB; /dev/zero or a log file given by mistake is not
@@ -419,14 +446,16 @@ def _build_sources(base: Path, raw: Any) -> dict[str, SourceConfig]:
 
 
 def _check_references(config: Config, raw_sources: dict[str, Any]) -> None:
+    if EXEC in config.reloaders:
+        _report(_FieldError(f"reloaders.{EXEC}", f"the name {EXEC!r} is reserved for the app `confsync exec` runs"))
     seen: dict[Path, int] = {}
     roots = {name: Path(os.path.realpath(s.options.root)) for name, s in config.sources.items() if s.type == "files"}
     if not config.templates:
         _report(_FieldError("templates", "no template configured: nothing to do"))
     for i, tpl in enumerate(config.templates):
         for name in tpl.reload:
-            if name not in config.reloaders:
-                known = ", ".join(sorted(config.reloaders)) or "none defined"
+            if name not in config.reloaders and name != EXEC:
+                known = ", ".join(sorted([*config.reloaders, EXEC]))
                 _report(_FieldError(f"templates[{i}].reload", f"unknown reloader {name!r} (known: {known})"))
         if not tpl.source.is_file():
             _report(_FieldError(f"templates[{i}].source", f"template file not found: {tpl.source}"))

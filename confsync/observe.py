@@ -10,7 +10,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from confsync.errors import ConfigError
@@ -21,6 +21,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+# App states (supervise.py) in which /healthz fails: the app is gone or going for good.
+APP_DOWN = ("stopping", "exited")
+
+
 def parse_listen(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
@@ -28,7 +32,8 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-async def serve(runner: Runner, listen: str) -> asyncio.Server:
+async def serve(runner: Runner, listen: str, app: Callable[[], str] | None = None) -> asyncio.Server:
+    """`app`: under `confsync exec`, the app's state (running, restarting, exited…), reported by both probes."""
     host, port = parse_listen(listen)
     collector = Collector(runner)
 
@@ -36,7 +41,7 @@ async def serve(runner: Runner, listen: str) -> asyncio.Server:
         try:
             request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
             method, path, *_ = request.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
-            status, kind, body = _route(runner, collector, method, path.split("?", 1)[0])
+            status, kind, body = _route(runner, collector, method, path.split("?", 1)[0], app)
             head = (f"HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {len(body)}\r\n"
                     "Connection: close\r\n\r\n")
             writer.write(head.encode() + (body if method != "HEAD" else b""))
@@ -55,21 +60,27 @@ async def serve(runner: Runner, listen: str) -> asyncio.Server:
     return server
 
 
-def _route(runner: Runner, collector: Collector, method: str, path: str) -> tuple[str, str, bytes]:
+def _route(runner: Runner, collector: Collector, method: str, path: str,
+           app: Callable[[], str] | None = None) -> tuple[str, str, bytes]:
     if method not in ("GET", "HEAD"):
         return "405 Method Not Allowed", "text/plain", b"method not allowed\n"
+    state = app() if app else None
     if path == "/healthz":
         alive = runner.worker is not None and not runner.worker.done()
-        return ("200 OK", "text/plain", b"ok\n") if alive else ("503 Service Unavailable", "text/plain",
-                                                              b"the render loop is not running\n")
+        if alive and state in APP_DOWN:
+            return "503 Service Unavailable", "text/plain", f"app: {state}\n".encode()
+        ok = b"ok\n" + (f"app: {state}\n".encode() if state else b"")
+        return ("200 OK", "text/plain", ok) if alive else ("503 Service Unavailable", "text/plain",
+                                                         b"the render loop is not running\n")
     if path == "/readyz":
         waiting = runner.waiting()
         # A template whose data cannot be kept fresh is not ready once stale past the bound (issue 18).
         bound = runner.config.max_stale_for_ready
         found = runner.stale()
         stale = {name: {"for_seconds": round(seconds, 1), "why": why} for name, (seconds, why) in found.items()}
-        ready = not waiting and all(seconds <= bound for seconds, _ in found.values())
-        body = json.dumps({"ready": ready, "waiting": waiting, "stale": stale, "max_stale_for_ready": bound},
+        ready = not waiting and all(seconds <= bound for seconds, _ in found.values()) and state in (None, "running")
+        body = json.dumps({"ready": ready, "waiting": waiting, "stale": stale, "max_stale_for_ready": bound}
+                          | ({"app": state} if state else {}),
                           indent=2).encode() + b"\n"
         return ("200 OK" if ready else "503 Service Unavailable"), "application/json", body
     if path == "/metrics":

@@ -91,11 +91,17 @@ class Template:
     loading through it is what lets the bytecode cache skip the compilation.
     """
 
-    def __init__(self, env: jinja2.Environment, path: Path, functions: dict[str, type[Functions]]) -> None:
+    def __init__(self, env: jinja2.Environment, path: Path, functions: dict[str, type[Functions]],
+                 text: str | None = None) -> None:
+        """`text`: an inline template (an `exec.env` value), called `path` in messages."""
         self.path = path
         self.functions = functions
         try:
-            self.compiled = env.get_template(path.name)
+            if text is None:
+                self.compiled = env.get_template(path.name)
+            else:
+                code = env.compile(text, filename=str(path))
+                self.compiled = env.template_class.from_code(env, code, env.make_globals(None))
         except jinja2.TemplateSyntaxError as exc:
             raise TemplateError(f"{path}:{exc.lineno}: syntax error: {exc.message}") from None
         except jinja2.TemplateNotFound:

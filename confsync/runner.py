@@ -11,14 +11,16 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import difflib
+import functools
 import hashlib
 import logging
 import random
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from confsync import lint, reload, write
@@ -47,7 +49,7 @@ class TemplateState:
     index: int
     cfg: TemplateConfig
     template: Template
-    target: write.Target
+    target: write.Target | Callable[[str], None]  # a file, or where an `exec.env` value's text goes
     deps: set[Dep] = field(default_factory=set)
     missing: dict[Dep, str] = field(default_factory=dict)
     changed: set[Dep] = field(default_factory=set)
@@ -91,11 +93,20 @@ class Plan:
 
 
 class Runner:
-    """Drives all templates of a config. `reloads=False` for init; `dry_run`/`diff` for once."""
+    """Drives all templates of a config. `reloads=False` for init; `dry_run`/`diff` for once.
+
+    `confsync exec` (supervise.py) adds `exec_env`, which receives each `exec.env` value as it renders
+    (name, text: rendered like a template, never written), and `targets`, reload targets of its own
+    beside the configured reloaders (`exec`: tell the app).
+    """
 
     def __init__(self, config: Config, *, reloads: bool = True, dry_run: bool = False,
-                 diff: Callable[[str], None] | None = None, force: bool = False) -> None:
+                 diff: Callable[[str], None] | None = None, force: bool = False,
+                 exec_env: Callable[[str, str], None] | None = None,
+                 targets: dict[str, Callable[[], Awaitable[str]]] | None = None) -> None:
         self.config = config
+        self.exec_env = exec_env
+        self.targets = targets or {}
         self.reload_enabled = reloads
         self.dry_run = dry_run
         self.diff = diff
@@ -113,7 +124,8 @@ class Runner:
         # Values that exist but cannot be read (issue 18): dep → (why, monotonic time since).
         self.unreadable: dict[Dep, tuple[str, float]] = {}
         self.source_errors: dict[str, int] = defaultdict(int)
-        self.reloads: dict[str, dict[str, int]] = {name: {"ok": 0, "failed": 0} for name in config.reloaders}
+        self.reloads: dict[str, dict[str, int]] = {name: {"ok": 0, "failed": 0}
+                                                   for name in [*config.reloaders, *self.targets]}
         self.worker: asyncio.Task[None] | None = None
         # Writes not yet followed by their reload, per reloader (for rollback), and reload timing.
         self._unreloaded: dict[str, list[tuple[TemplateState, write.Change]]] = defaultdict(list)
@@ -136,6 +148,14 @@ class Runner:
                 max_shrink=cfg.max_shrink, allow_shrink=cfg.allow_shrink or self.force, format=cfg.format,
                 allowed_roots=cfg.allowed_roots)
             states.append(TemplateState(i, cfg, Template(env, cfg.source, functions), target))
+        if sink := self.exec_env:
+            folder = self.config.path.parent
+            env = envs.get(folder) or envs.setdefault(folder, make_environment([folder], allow))
+            for name, text in self.config.exec.env.items():
+                label = f"exec.env.{name}"  # how logs, errors and /metrics call it: never by its value
+                cfg = TemplateConfig(source=self.config.path, destination=Path(label))
+                template = Template(env, Path(label), functions, text)
+                states.append(TemplateState(len(states), cfg, template, functools.partial(sink, name)))
         return states
 
     def fingerprint(self, states: list[TemplateState]) -> list[str]:
@@ -303,7 +323,8 @@ class Runner:
                     continue
                 change = await self._render(state)
                 if change and self.reload_enabled:
-                    for name in state.cfg.reload:
+                    # `exec` outside `confsync exec`: there is no app of ours to tell.
+                    for name in (n for n in state.cfg.reload if n in self.reloads):
                         self._unreloaded[name].append((state, change))
                         self._request_reload(name)
             due_reloads, self._reloads_due = list(self._reloads_due), {}
@@ -369,6 +390,10 @@ class Runner:
             return None
         changed, state.changed = state.changed, set()
         state.renders += 1
+        if callable(state.target):  # an `exec.env` value: to the supervisor, never to disk or a diff
+            state.rendered, state.error, state.last_success = True, None, time.time()
+            state.target(result.text)
+            return None
         data = result.text.encode("utf-8")
         log.debug("rendered %s", state.name, extra={"event": "rendered", "template": state.name,
                                                     "changed": sorted(map(str, changed))})
@@ -417,6 +442,7 @@ class Runner:
 
     def _target(self, state: TemplateState) -> write.Target:
         """Templates that used a secret get 0600 files and private backups unless perms say so."""
+        assert isinstance(state.target, write.Target)  # `exec.env` values never get this far
         return dataclasses.replace(state.target, secret=True) if self._is_secret(state) else state.target
 
     def _redact(self, state: TemplateState, text: str) -> str:
@@ -450,10 +476,10 @@ class Runner:
         """Fire at most once per global `wait.min` window, after a random `splay` (consul-template#1671)."""
         if name in self._reload_timers or name in self._reloads_due:
             return  # already coming: this write rides along
-        cfg = self.config.reloaders[name]
+        splay = self.config.reloaders[name].splay if name in self.config.reloaders else 0.0
         now = time.monotonic()
         delay = max(0.0, self._last_reload.get(name, -1e9) + self.config.wait.min - now)
-        delay += random.uniform(0, cfg.splay) if cfg.splay else 0.0
+        delay += random.uniform(0, splay) if splay else 0.0
         if delay <= 0:
             self._reloads_due[name] = None
         else:
@@ -477,7 +503,8 @@ class Runner:
 
     async def _fire(self, name: str) -> bool:
         try:
-            done = await reload.fire(name, self.config.reloaders[name])
+            target = self.targets.get(name)
+            done = await (target() if target else reload.fire(name, self.config.reloaders[name]))
         except ConfsyncError as exc:
             self.reloads[name]["failed"] += 1
             log.error("reload %s failed: %s (will retry at the next change)", name, exc,

@@ -34,12 +34,15 @@ def confsync(*args: str, cwd: Path | None = None, timeout: float = 60, **env: st
 
 
 class Daemon:
-    """`confsync run` as a real process with JSON logs read line by line on a thread."""
+    """`confsync run` (or `mode`) as a real process with JSON logs read line by line on a thread;
+    `prefix` runs it under another command (`unshare …`)."""
 
-    def __init__(self, *args: str, cwd: Path | None = None, argv: list[str] | None = None, **env: str) -> None:
+    def __init__(self, *args: str, cwd: Path | None = None, mode: str = "run", prefix: tuple[str, ...] = (),
+                 argv: list[str] | None = None, **env: str) -> None:
         """`argv`: the whole command line instead (its logs must be JSON: CONFSYNC_LOG_FORMAT=json)."""
         self.proc = subprocess.Popen(
-            argv or [sys.executable, "-m", "confsync", "run", "--log-format", "json", "--log-level", "debug", *args],
+            argv or [*prefix, sys.executable, "-m", "confsync", mode, "--log-format", "json", "--log-level", "debug",
+                     *args],
             cwd=cwd, env=cli_env(**env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         self.lines: list[str] = []

@@ -84,6 +84,7 @@ def _hints(cls: type) -> dict[str, object]:
     ("templates", config_model.TemplateConfig),
     ("reloaders", config_model.ReloaderConfig),
     ("wait", config_model.Wait),
+    ("exec", config_model.ExecConfig),
 ], ids=lambda v: v if isinstance(v, str) else "")
 def test_core_keys_documented(section: str, cls: type) -> None:
     documented = _section_keys(REFERENCE.read_text(), section)
