@@ -357,7 +357,7 @@ def test_stop_does_not_wait_for_parked_long_polls(project, tmp_path, emu):
         started = time.monotonic()
         assert daemon.stop() == 0
         took = time.monotonic() - started
-    assert took < 2, took
+    assert took < 60, took  # not the 5 minutes of the parked poll (a loaded machine is slow)
 
 
 def test_config_errors_name_the_field(project, emu):
@@ -440,7 +440,7 @@ async def test_values_are_plain_and_unwatch_stops_pushing(emu):
     assert emu.request_count["/v1/kv/"] > polls
     started = time.monotonic()
     await source.close()
-    assert time.monotonic() - started < 1
+    assert time.monotonic() - started < 15  # not the 30 s wait of the parked poll
     assert sink.values[dep("key", "t/a")] == "1"
     await poll(lambda: not [t for t in threading.enumerate() if t.name.startswith("consul-consul")])
 
@@ -573,10 +573,10 @@ def load_options(tmp_path: Path, body: str) -> ConsulOptions:
 
 
 def test_the_kv_prefix_is_the_common_folder():
-    from confsync.sources.consul import _common_prefix, _need
+    from confsync.sources.consul.kv import common_prefix, need
 
     def prefix(*deps: Dep) -> str:
-        return _common_prefix(_need(d) for d in deps)
+        return common_prefix(need(d) for d in deps)
 
     assert prefix(dep("key", "apps/web/port")) == "apps/web/"
     assert prefix(dep("key", "apps/web/port"), dep("tree", "apps/db")) == "apps/"
