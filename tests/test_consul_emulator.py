@@ -24,7 +24,7 @@ except ImportError:  # imported as part of a ``tests`` package
 
 pytestmark = pytest.mark.consul
 
-EMULATOR_SCRIPT = Path(__file__).with_name("consul_emulator.py")
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -260,8 +260,9 @@ def test_node_check_affects_every_service_on_the_node(emu: ConsulEmulator, http:
 
 def test_standalone_cli() -> None:
     proc = subprocess.Popen(
-        [sys.executable, str(EMULATOR_SCRIPT), "--port", "0", "--token", "cli-token"],
+        [sys.executable, "-m", "tests.consul_emulator", "--port", "0", "--token", "cli-token"],
         stdout=subprocess.PIPE,
+        cwd=ROOT,
         text=True,
     )
     try:
