@@ -4,8 +4,12 @@ means to abort a parked long poll from another thread."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import socket
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 from confsync.sources import Dep
@@ -36,8 +40,7 @@ def connect(options: ConsulOptions, scheme: str, host: str, port: int, conns: di
 
     verify, cert = tls_args(options.tls)
     host = f"[{host}]" if ":" in host else host
-    client = consul.Consul(host=host, port=port, scheme=scheme, dc=options.datacenter,
-                           consistency=options.consistency, verify=verify, cert=cert,
+    client = consul.Consul(host=host, port=port, scheme=scheme, verify=verify, cert=cert,
                            connections_timeout=options.timeout)
     client.token = None  # py-consul prefers CONSUL_HTTP_TOKEN to its argument: ours goes per request
     adapter = tracking_adapter(conns)
@@ -46,73 +49,95 @@ def connect(options: ConsulOptions, scheme: str, host: str, port: int, conns: di
     return client
 
 
-def read(client: Any, options: ConsulOptions, dep: Dep, index: int, wait: float, token: str | None,
-          addr: str) -> tuple[int, Any]:
-    """One request for `dep`, blocking while Consul holds it → (X-Consul-Index, value)."""
-    import requests
-    from consul import exceptions as consul
+@dataclass(frozen=True)
+class Answer:
+    """One reply: its data, and what its headers say about it (agent/http.go `setMeta`)."""
 
-    wait_arg = f"{max(1, round(wait * 1000))}ms" if index else None
+    index: int | None  # X-Consul-Index; None when missing (a proxy may strip it)
+    value: Any  # the plain dict / list templates get, or the KV poll's snapshot
+    filtered: bool  # X-Consul-Results-Filtered-By-ACLs (Consul >= 1.11, only sent for a real token)
+    deny_by_default: bool  # X-Consul-Default-ACL-Policy: deny
+    last_contact: float  # X-Consul-LastContact, seconds since the answering server heard from the leader
+    known_leader: bool  # X-Consul-KnownLeader
+
+
+def read(client: Any, options: ConsulOptions, dep: Dep, index: int, wait: float, token: str | None,
+         addr: str, stale: bool) -> Answer:
+    """One request for `dep`, blocking while Consul holds it. A thin GET through py-consul's HTTP
+    layer (its URL, TLS and timeout handling), with a callback of our own: py-consul's drops the
+    response headers that tell an ACL-filtered answer from a complete one."""
+    import requests
+
+    path, params = _request(options, dep, stale)
+    if index:
+        params += [("index", str(index)), ("wait", f"{max(1, round(wait * 1000))}ms")]
     try:
-        raw_index, data = _query(client, options, dep, index or None, wait_arg, token)
-    except consul.ACLPermissionDenied as exc:
-        if "acl not found" in str(exc).lower():
-            raise Unavailable("Consul does not know the ACL token (ACL not found)") from None
-        raise Refused("permission denied" + ("" if token else " (no ACL token configured)")) from None
-    except (consul.BadRequest, consul.ClientError) as exc:
-        if str(exc).startswith("429"):
-            raise Unavailable(f"Consul is rate-limiting us: {_brief(exc)}") from None
-        raise Refused(f"refused by Consul: {_brief(exc)}") from None
-    except consul.ConsulException as exc:
-        raise Unavailable(f"Consul answered {_brief(exc)}") from None
+        code, headers, body = client.http.get(lambda r: r, path, params=params, headers=client.prepare_headers(token))
     except requests.RequestException as exc:
         raise Unavailable(f"cannot reach Consul at {addr}: {_network_reason(exc)}", str(exc)) from None
+    brief = f"{code} {_brief(str(body))}"
+    if code == 403:
+        if "acl not found" in str(body).lower():
+            raise Unavailable("Consul does not know the ACL token (ACL not found)")
+        raise Refused("permission denied" + ("" if token else " (no ACL token configured)"))
+    if code == 429 or code >= 500:
+        raise Unavailable(f"Consul answered {brief}" if code != 429 else f"Consul is rate-limiting us: {brief}")
+    if code != 404 and not 200 <= code < 300:
+        raise Refused(f"refused by Consul: {brief}")
     try:
-        new_index = int(raw_index)
+        data = json.loads(body) if code != 404 and body else None
+        value = _value(dep, data)
+    except (ValueError, TypeError, AttributeError, binascii.Error) as exc:
+        raise Unavailable(f"Consul sent a reply that is not what its API documents ({type(exc).__name__})") from None
+    try:
+        new_index: int | None = int(headers.get("X-Consul-Index"))
     except (TypeError, ValueError):
-        raise Unavailable("Consul sent no valid X-Consul-Index") from None
-    return new_index, _value(dep, data)
+        new_index = None
+    try:
+        last_contact = int(headers.get("X-Consul-LastContact") or 0) / 1000
+    except ValueError:
+        last_contact = 0.0
+    return Answer(new_index, value,
+                  filtered=str(headers.get("X-Consul-Results-Filtered-By-ACLs", "")).lower() == "true",
+                  deny_by_default=str(headers.get("X-Consul-Default-ACL-Policy", "")).lower() == "deny",
+                  last_contact=last_contact,
+                  known_leader=str(headers.get("X-Consul-KnownLeader", "true")).lower() != "false")
 
 
-def _query(client: Any, options: ConsulOptions, dep: Dep, index: int | None, wait: str | None,
-           token: str | None) -> Any:
-    dc = options.datacenter
-    if dep.kind == "kv":  # the one KV poll: everything under the prefix
-        return client.kv.get(dep.path, index=index, wait=wait, recurse=True, token=token, dc=dc)
+def _request(options: ConsulOptions, dep: Dep, stale: bool) -> tuple[str, list[tuple[str, str]]]:
+    """The path and query of a read of `dep` (one KV poll: everything under its prefix)."""
+    params: list[tuple[str, str]] = []
+    if options.datacenter:
+        params.append(("dc", options.datacenter))
+    if options.consistency == "consistent":
+        params.append(("consistent", ""))
+    elif options.consistency == "stale" and stale:
+        params.append(("stale", ""))
+    if dep.kind == "kv":
+        return f"/v1/kv/{dep.path}", params + [("recurse", "")]
     if dep.kind == "services":
-        return client.catalog.services(index=index, wait=wait, token=token, dc=dc)
-    return _health(client, options, dep, index, wait, token)
-
-
-def _health(client: Any, options: ConsulOptions, dep: Dep, index: int | None, wait: str | None,
-            token: str | None) -> Any:
-    """/v1/health/service through py-consul's HTTP layer: its `health.service()` has no
-    `consistency` argument, and `stale` matters most for these reads."""
-    from consul.callback import CB
-
-    params: list[tuple[str, Any]] = [("index", index), ("wait", wait)] if index else []
+        return "/v1/catalog/services", params
     args = dict(dep.params)
     if args.get("passing"):
         params.append(("passing", "1"))
     if args.get("tag"):
         params.append(("tag", args["tag"]))
-    if options.datacenter:
-        params.append(("dc", options.datacenter))
-    if options.consistency != "default":
-        params.append((options.consistency, "1"))
-    return client.http.get(CB.json(index=True), f"/v1/health/service/{dep.path}", params=params,
-                           headers=client.prepare_headers(token))
+    return f"/v1/health/service/{dep.path}", params
 
 
 def _value(dep: Dep, data: Any) -> Any:
     """A reply's data → the plain dict / list templates get, or the KV poll's snapshot (built
     here, off the loop thread)."""
     if dep.kind == "kv":
-        values = {entry["Key"]: entry.get("Value") for entry in data or []}
+        values = {entry["Key"]: _b64(entry.get("Value")) for entry in data or []}
         return Snapshot(sorted(values), values)
     if dep.kind == "services":
         return {name: sorted(tags or []) for name, tags in sorted((data or {}).items())}
     return sorted((_instance(e) for e in data or []), key=lambda i: (i["node"], i["id"]))
+
+
+def _b64(value: str | None) -> bytes | None:
+    return base64.b64decode(value, validate=True) if value is not None else None
 
 
 def _instance(entry: dict[str, Any]) -> dict[str, Any]:
@@ -127,10 +152,9 @@ def _instance(entry: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _brief(exc: BaseException) -> str:
-    """The first line of a Consul error (status and body), kept short and stable for the logs."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:200]
+def _brief(text: str) -> str:
+    """The first line of a Consul error body, kept short and stable for the logs."""
+    return text.strip().splitlines()[0][:200] if text.strip() else ""
 
 
 def _network_reason(exc: BaseException) -> str:

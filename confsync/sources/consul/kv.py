@@ -53,11 +53,13 @@ def need(dep: Dep) -> str:
     return dep.path if dep.kind == "key" else _prefix(dep.path)
 
 
-def common_prefix(needs: Iterable[str]) -> str:
-    """The prefix for the KV poll: the longest one common to all, cut back to a "/" boundary
-    (so that the next key in the same folder does not widen it)."""
-    common = os.path.commonprefix(list(needs))
-    return common[:common.rfind("/") + 1]
+def poll_prefix(needs: Iterable[str]) -> str:
+    """The prefix a KV poll reads for the paths of one top-level folder: the longest one common to
+    all, cut back to a "/" boundary (so that the next key in the same folder does not widen it);
+    when that leaves nothing, the folder's name itself ("apps" covers the key "apps" and "apps/…")."""
+    needs = list(needs)
+    common = os.path.commonprefix(needs)
+    return common[:common.rfind("/") + 1] or common.split("/", 1)[0]
 
 
 def _text(value: bytes | None, key: str) -> str | Missing:

@@ -34,6 +34,9 @@ class ConsulOptions:
     tls: ConsulTLS = field(default_factory=ConsulTLS)
     wait: Duration = 60.0  # how long Consul holds each blocking query
     timeout: Duration = 10.0  # to connect, or for an answer beyond the blocking wait
+    # With consistency: stale, an answer from a server that last heard from the leader longer ago than
+    # this (X-Consul-LastContact), or knows no leader, is dropped and asked of the leader instead.
+    max_stale: Duration = 2.0
 
     def __post_init__(self) -> None:
         if not 0 < self.wait <= 600:
