@@ -88,6 +88,7 @@ class ConsulEmulator(KVEndpoints, CatalogEndpoints):
         self._request = threading.local()  # the current request's Access (one thread per connection)
         self.verbose = verbose
         self.request_count: Counter[str] = Counter()
+        self.bytes_sent: Counter[str] = Counter()  # response body bytes per URL path
         self._count_lock = threading.Lock()
         self._state = State(node_name, host if host not in ("", "0.0.0.0", "::") else "127.0.0.1")
         self._server: Server | None = None
@@ -210,10 +211,15 @@ class ConsulEmulator(KVEndpoints, CatalogEndpoints):
     def reset_counters(self) -> None:
         with self._count_lock:
             self.request_count.clear()
+            self.bytes_sent.clear()
 
     def _count(self, path: str) -> None:
         with self._count_lock:
             self.request_count[path] += 1
+
+    def _count_bytes(self, path: str, sent: int) -> None:
+        with self._count_lock:
+            self.bytes_sent[path] += sent
 
     # -- request handling --------------------------------------------------- #
 

@@ -137,6 +137,7 @@ class Handler(BaseHTTPRequestHandler):
         except Exception as err:  # pragma: no cover - a bug in the emulator itself
             response = Response(500, f"consul emulator internal error: {err!r}".encode(), "text/plain; charset=utf-8")
         self._send(response, head=(method == "HEAD"))
+        emu._count_bytes(urlsplit(self.path).path, len(response.body))
 
     def _send(self, response: Response, head: bool = False) -> None:
         emu = self.server.emulator
