@@ -1,4 +1,4 @@
-"""The `consul` source, against the in-process Consul emulator (tests/consul_emulator.py).
+"""The `consul` source, against the in-process Consul emulator (tests/consul_emulator/).
 
 End to end through the real CLI for what a user sees (files, reloads, exit codes, logs), and
 in-process against the source itself for the client's behaviour (requests made, threads, timings).

@@ -195,10 +195,10 @@ class ConsulSource:
     def _spread(self, w: _Watch, view: Any) -> bool:
         """A KV poll's answer → each of its dependencies' value, pushed where it changed."""
         w.view = view
-        if isinstance(view, Snapshot) and len(view.keys) > LARGE_PREFIX:
+        if isinstance(view, _View) and len(view.value.keys) > LARGE_PREFIX:
             self._warn_once(f"large:{w.dep.path}", "consul source %s: the KV prefix %r holds %d keys, all read again "
                             "on every change under it; keeping the watched keys under one folder would make it "
-                            "cheaper", self.name, w.dep.path, len(view.keys))
+                            "cheaper", self.name, w.dep.path, len(view.value.keys))
         changed = False
         for dep in [d for d in self._kv_deps if self._group(d) == w.group]:
             changed |= self._deliver(dep, w)
