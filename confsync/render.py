@@ -120,8 +120,21 @@ class Template:
                 result.error = TemplateError(f"{self.path}:{_line_of(exc, self.path)}: {_describe(exc)}")
             return result
         if not result.missing:
-            result.text = text
+            result.error = _unencodable(text, self.path)
+            result.text = None if result.error else text
         return result
+
+
+def _unencodable(text: str, path: Path) -> TemplateError | None:
+    """A lone surrogate (from a non-UTF-8 file name, or `"\\udc80"` through from_json) cannot be
+    written as UTF-8: a template error, not a crash of the writer (issue 10, item 1)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        line = text.count("\n", 0, exc.start) + 1
+        return TemplateError(f"{path}: output line {line} holds a lone surrogate, which is not "
+                             "Unicode text (from_json of a \\udcXX escape?); nothing written")
+    return None
 
 
 def _describe(exc: BaseException) -> str:
