@@ -56,9 +56,28 @@ def _bytecode_cache() -> jinja2.BytecodeCache | None:
     return jinja2.FileSystemBytecodeCache(directory)
 
 
+class FolderLoader(jinja2.FileSystemLoader):
+    """Templates from their folder only: `{% include %}` of a symlink that leads out of it is
+    refused, as `..` already is (issue 10, item 11). The templates the config names (`trusted`)
+    are the operator's choice, wherever their own symlinks point."""
+
+    def __init__(self, search_path: list[Path]) -> None:
+        super().__init__([str(p) for p in search_path])
+        self.trusted: set[str] = set()
+
+    def get_source(self, environment: jinja2.Environment, template: str) -> tuple[str, str, Any]:
+        source, filename, uptodate = super().get_source(environment, template)
+        real = os.path.realpath(filename)
+        folders = [os.path.realpath(p) for p in self.searchpath]
+        if template not in self.trusted and not any(real.startswith(f.rstrip("/") + "/") for f in folders):
+            raise jinja2.exceptions.SecurityError(f"{template!r} leads out of the template folder through a "
+                                                  "symlink")
+        return source, filename, uptodate
+
+
 def make_environment(search_path: list[Path], env_allow: frozenset[str] | None = None) -> jinja2.Environment:
     env = ImmutableSandboxedEnvironment(
-        loader=jinja2.FileSystemLoader([str(p) for p in search_path]),
+        loader=FolderLoader(search_path),
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         keep_trailing_newline=True,
@@ -88,6 +107,8 @@ class Template:
     def __init__(self, env: jinja2.Environment, path: Path, functions: dict[str, type[Functions]]) -> None:
         self.path = path
         self.functions = functions
+        if isinstance(env.loader, FolderLoader):
+            env.loader.trusted.add(path.name)
         try:
             self.compiled = env.get_template(path.name)
         except jinja2.TemplateSyntaxError as exc:

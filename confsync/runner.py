@@ -25,7 +25,7 @@ from confsync import reload, write
 from confsync.config import Config, TemplateConfig
 from confsync.errors import ConfsyncError, MissingDataError, TemplateError, WriteError
 from confsync.render import Template, make_environment
-from confsync.sources import Dep, Source, source_class
+from confsync.sources import ABSENT, Dep, Missing, Source, source_class
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,7 @@ class TemplateState:
     target: write.Target
     deps: set[Dep] = field(default_factory=set)
     missing: dict[Dep, str] = field(default_factory=dict)
+    unreadable: dict[Dep, str] = field(default_factory=dict)  # missing because a read failed, not "not yet"
     changed: set[Dep] = field(default_factory=set)
     rendered: bool = False  # rendered completely at least once
     error: ConfsyncError | None = None
@@ -134,6 +135,11 @@ class Runner:
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        if not self.dry_run:
+            for state in self.templates:
+                for path in write.sweep_stale(state.cfg.destination):
+                    log.info("removed %s, left by an interrupted write", path,
+                             extra={"event": "stale_temp_removed", "template": state.name})
         for name, spec in self.config.sources.items():
             source = source_class(spec.type)(name, spec.options, self)
             self.sources[name] = source
@@ -213,6 +219,7 @@ class Runner:
             state.changed = set()
             self._failed(state, result.error, "template")
             return None
+        self._note_unreadable(state)
         if result.text is None:
             log.debug("%s waits for %s", state.name, ", ".join(map(str, result.missing)),
                       extra={"event": "waiting", "template": state.name})
@@ -251,6 +258,21 @@ class Runner:
                      extra={"event": "written", "template": state.name, "bytes": len(data),
                             "sha256": digest, "changed": sorted(map(str, changed))})
         return written
+
+    def _note_unreadable(self, state: TemplateState) -> None:
+        """A watched value that cannot be read (not UTF-8, a read error, or deleted after the
+        template rendered) is a warning, a failure count and not-ready, never a quiet wait (issue 10,
+        item 13). A key absent from the start is only waited for: `init` exists for that."""
+        unreadable = {dep: why for dep, why in state.missing.items()
+                      if isinstance(value := self.values.get(dep), Missing) and (state.rendered or value is not ABSENT)}
+        for dep, why in unreadable.items():
+            if state.unreadable.get(dep) != why:
+                log.warning("%s cannot be rendered: %s %s (keeping the last good file)", state.name, dep, why,
+                            extra={"event": "unreadable", "template": state.name, "source": dep.source,
+                                   "key": str(dep)})
+        if unreadable:
+            state.failures["unreadable"] += 1
+        state.unreadable = unreadable
 
     def _failed(self, state: TemplateState, error: ConfsyncError, kind: str) -> None:
         error = type(error)(self._redact(state, str(error)))
@@ -352,9 +374,10 @@ class Runner:
     # -- reports --------------------------------------------------------------------------------
 
     def waiting(self) -> dict[str, dict[str, str]]:
-        """Templates not rendered yet → the dependencies each waits for, and why."""
+        """Templates not rendered yet, or whose watched values cannot be read → the dependencies
+        each waits for, and why."""
         return {s.name: {str(dep): why for dep, why in s.missing.items()}
-                for s in self.templates if not s.rendered}
+                for s in self.templates if not s.rendered or s.unreadable}
 
     def first_error(self) -> ConfsyncError | None:
         return next((s.error for s in self.templates if s.error), None)

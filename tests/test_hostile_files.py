@@ -10,12 +10,15 @@ from __future__ import annotations
 import os
 import socket
 import stat
+import time
 
+import httpx
 import pytest
 
 from confsync.sources import Dep, Missing
 from confsync.sources.files import read
 from tests.helpers import Daemon, confsync
+from tests.test_observe import free_port
 
 TWO = """
 sources:
@@ -157,3 +160,82 @@ def test_a_lone_surrogate_in_a_value_is_a_template_error(project, tmp_path):
         assert daemon.proc.poll() is None
     assert (tmp_path / "out/odd.conf").read_text() == "good"
     assert "Traceback" not in daemon.log()
+
+
+ONE = """
+sources:
+  kv: {type: files, root: ./data}
+templates:
+  - {source: templates/t.j2, destination: out/app.conf}
+"""
+
+
+def test_a_destination_directory_that_is_a_symlink_is_refused(project, tmp_path):
+    """`ln -s victim out` in a shared volume: the default root, out/ itself, was resolved to
+    victim/ and trusted (issue 10, item 11)."""
+    cfg = project(ONE, {"templates/t.j2": "planted"})
+    (tmp_path / "victim").mkdir()
+    (tmp_path / "victim/app.conf").write_text("the victim's file")
+    os.symlink("victim", tmp_path / "out")
+    result = confsync("once", "-c", str(cfg))
+    assert result.returncode == 1
+    assert "a symlink, never trusted as a root" in result.stderr, result.stderr
+    assert (tmp_path / "victim/app.conf").read_text() == "the victim's file"
+
+
+def test_an_include_cannot_follow_a_symlink_out_of_the_template_folder(project, tmp_path):
+    cfg = project(ONE, {"templates/t.j2": "{% include 'inc.j2' %}", "templates/sub/real.j2": "fine",
+                        "private.txt": "not a template"})
+    os.symlink("../private.txt", tmp_path / "templates/inc.j2")
+    result = confsync("once", "-c", str(cfg))
+    assert result.returncode == 1
+    assert "'inc.j2' leads out of the template folder" in result.stderr and "t.j2:1:" in result.stderr
+    assert not (tmp_path / "out/app.conf").exists()
+    os.unlink(tmp_path / "templates/inc.j2")
+    os.symlink("sub/real.j2", tmp_path / "templates/inc.j2")  # inside the folder: fine
+    assert confsync("once", "-c", str(cfg)).returncode == 0
+    assert (tmp_path / "out/app.conf").read_text() == "fine"
+
+
+def test_stale_temp_files_of_an_interrupted_write_are_removed_at_start(project, tmp_path):
+    """`kill -9` between staging and rename leaves `.app.conf.XXXXXXXX.tmp` (issue 10, item 12)."""
+    cfg = project(ONE, {"templates/t.j2": "new"})
+    out = tmp_path / "out"
+    out.mkdir()
+    old, fresh = time.time() - 86400, time.time()
+    names = {".app.conf.k3x_9a0q.tmp": old, ".app.conf.bak.tmp": old, ".app.conf.zz12ab34.tmp": fresh,
+             ".other.conf.k3x_9a0q.tmp": old, ".app.conf.notours.tmp": old, "app.conf.k3x_9a0q.tmp": old}
+    for name, mtime in names.items():
+        (out / name).write_text("left over")
+        os.utime(out / name, (mtime, mtime))
+    result = confsync("once", "-c", str(cfg), "--log-level", "info")
+    assert result.returncode == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [".app.conf.zz12ab34.tmp", ".other.conf.k3x_9a0q.tmp", ".app.conf.notours.tmp", "app.conf.k3x_9a0q.tmp",
+         "app.conf"])
+    assert result.stderr.count("left by an interrupted write") == 2
+
+
+def test_a_watched_key_that_cannot_be_read_is_a_warning_a_metric_and_not_ready(project, tmp_path):
+    """It was logged at debug only, counted nowhere, and /readyz stayed 200 (issue 10, item 13)."""
+    cfg = project(ONE, {"templates/t.j2": "v={{ kv.key('k') }}"}, {"k": "1"})
+    port = free_port()
+    with Daemon("-c", str(cfg), "--listen", f"127.0.0.1:{port}") as daemon:
+        daemon.wait_event("written")
+        ready = lambda: httpx.get(f"http://127.0.0.1:{port}/readyz")  # noqa: E731
+        assert ready().status_code == 200
+        (tmp_path / "data/k").write_bytes(b"\xff\xfe")
+        warning = daemon.wait_event("unreadable")
+        assert warning["level"] == "warning" and "value is not UTF-8 text" in warning["message"]
+        answer = ready()
+        assert answer.status_code == 503
+        assert "value is not UTF-8" in answer.json()["waiting"][str(tmp_path / "out/app.conf")]["kv.key('k')"]
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        assert 'reason="unreadable"' in metrics
+        (tmp_path / "data/k").write_text("2")
+        daemon.wait_event("written")
+        assert ready().status_code == 200
+        (tmp_path / "data/k").unlink()
+        assert "does not exist" in daemon.wait_event("unreadable")["message"]
+        assert ready().status_code == 503
+    assert (tmp_path / "out/app.conf").read_text() == "v=2"
