@@ -64,6 +64,20 @@ class Wait:
 
 
 @dataclass(frozen=True)
+class RenderBudget:
+    """What one render may use before it fails cleanly (issue 10, item 4; confsync/sandbox.py)."""
+
+    timeout: Duration = 5.0
+    max_output: int = 16 * 1024 * 1024  # characters of the file, and of any one value built on the way
+    max_iterations: int = 1_000_000  # loop iterations and calls
+
+    def __post_init__(self) -> None:
+        for name in ("timeout", "max_output", "max_iterations"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be more than 0")
+
+
+@dataclass(frozen=True)
 class TemplateConfig:
     source: RelPath
     destination: RelPath
@@ -131,13 +145,14 @@ class Config:
     templates: tuple[TemplateConfig, ...] = ()
     reloaders: dict[str, ReloaderConfig] = field(default_factory=dict)
     wait: Wait = Wait()
+    render: RenderBudget = RenderBudget()
     listen: str | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
     env_allow: tuple[str, ...] | None = None  # the variables env() may read; None: all
 
 
-_TOP_LEVEL = {"sources", "templates", "reloaders", "wait", "listen", "log_level", "log_format", "env_allow"}
+_TOP_LEVEL = {"sources", "templates", "reloaders", "wait", "render", "listen", "log_level", "log_format", "env_allow"}
 _ENV_OVERRIDES = {"listen": "CONFSYNC_LISTEN", "log_level": "CONFSYNC_LOG_LEVEL",
                   "log_format": "CONFSYNC_LOG_FORMAT"}
 

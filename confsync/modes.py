@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import Iterator
 
 from confsync import observe
@@ -60,7 +61,7 @@ async def once(config: Config, timeout: float, *, reloads: bool = True, dry_run:
     `init` is this without reloads: in an init container the app is not running yet.
     """
     runner = Runner(config, reloads=reloads and not dry_run, dry_run=dry_run,
-                    diff=print_to_stdout if diff else None, force=force)
+                    diff=print_to_stdout if diff else None, force=force, deadline=time.monotonic() + timeout)
     await runner.start()
     worker = asyncio.create_task(runner.work())
     try:

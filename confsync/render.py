@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from confsync import filters
+from confsync.config import RenderBudget
 from confsync.errors import TemplateError
+from confsync.sandbox import Budget, BudgetedEnvironment, BudgetError
 from confsync.sources import PLACEHOLDERS, Dep, Functions, Missing
 
 
@@ -31,6 +32,7 @@ class Result:
     error: TemplateError | None = None
 
 
+DEFAULT_BUDGET = RenderBudget()
 CACHE_VARIABLE = "CONFSYNC_TEMPLATE_CACHE"
 
 
@@ -53,7 +55,8 @@ def _bytecode_cache() -> jinja2.BytecodeCache | None:
         return None
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
         return None
-    return jinja2.FileSystemBytecodeCache(directory)
+    # Named apart from the caches of earlier versions: their code lacks the budget's checks (sandbox.py).
+    return jinja2.FileSystemBytecodeCache(directory, pattern="__confsync_budgeted_%s.cache")
 
 
 class FolderLoader(jinja2.FileSystemLoader):
@@ -76,7 +79,7 @@ class FolderLoader(jinja2.FileSystemLoader):
 
 
 def make_environment(search_path: list[Path], env_allow: frozenset[str] | None = None) -> jinja2.Environment:
-    env = ImmutableSandboxedEnvironment(
+    env = BudgetedEnvironment(
         loader=FolderLoader(search_path),
         undefined=jinja2.StrictUndefined,
         autoescape=False,
@@ -85,6 +88,7 @@ def make_environment(search_path: list[Path], env_allow: frozenset[str] | None =
         bytecode_cache=_bytecode_cache(),
     )
     env.filters.update(filters.FILTERS)
+    env.filters = {name: env.bounded_filter(name, func) for name, func in env.filters.items()}
     env.tests.update(filters.TESTS)
     env.globals.update(filters.GLOBALS)
 
@@ -119,8 +123,10 @@ class Template:
             raise TemplateError(f"{path}: cannot read template: {exc}") from None
         self.compiled.filename = str(path)
 
-    def render(self, get: Callable[[Dep], Any]) -> Result:
-        """Render against `get(dep)` → value, a `Missing`, or None when not known yet."""
+    def render(self, get: Callable[[Dep], Any], limits: RenderBudget = DEFAULT_BUDGET,
+               deadline: float | None = None) -> Result:
+        """Render against `get(dep)` → value, a `Missing`, or None when not known yet, within
+        `limits` and by `deadline` (time.monotonic()) at the latest."""
         result = Result(text=None)
 
         def lookup(dep: Dep, default: Any) -> Any:
@@ -135,15 +141,29 @@ class Template:
 
         names = {name: cls(name, lookup) for name, cls in self.functions.items()}
         try:
-            text = self.compiled.render(names)
+            env = self.compiled.environment
+            if isinstance(env, BudgetedEnvironment):
+                with env.running(Budget(limits, deadline)):
+                    text = self.compiled.render(names)
+            else:
+                text = self.compiled.render(names)
         except Exception as exc:
-            if not result.missing:  # else most likely caused by a placeholder: retried when data arrives
+            # Else most likely caused by a placeholder: retried when data arrives. The budget is
+            # the template's own doing, whatever it waits for.
+            if not result.missing or isinstance(exc, BudgetError):
                 result.error = TemplateError(f"{self.path}:{_line_of(exc, self.path)}: {_describe(exc)}")
             return result
         if not result.missing:
-            result.error = _unencodable(text, self.path)
+            result.error = _too_long(text, limits, self.path) or _unencodable(text, self.path)
             result.text = None if result.error else text
         return result
+
+
+def _too_long(text: str, limits: RenderBudget, path: Path) -> TemplateError | None:
+    if len(text) <= limits.max_output:
+        return None
+    return TemplateError(f"{path}: over the render budget: the output is {len(text)} characters, over "
+                         f"render.max_output ({limits.max_output}); nothing written")
 
 
 def _unencodable(text: str, path: Path) -> TemplateError | None:
@@ -159,6 +179,10 @@ def _unencodable(text: str, path: Path) -> TemplateError | None:
 
 
 def _describe(exc: BaseException) -> str:
+    if isinstance(exc, BudgetError):
+        return f"over the render budget: {exc}"
+    if isinstance(exc, MemoryError):
+        return "out of memory"
     if isinstance(exc, jinja2.exceptions.SecurityError):
         return f"refused by the sandbox: {exc}"
     if isinstance(exc, jinja2.UndefinedError):

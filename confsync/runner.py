@@ -74,8 +74,10 @@ class Runner:
     """Drives all templates of a config. `reloads=False` for init; `dry_run`/`diff` for once."""
 
     def __init__(self, config: Config, *, reloads: bool = True, dry_run: bool = False,
-                 diff: Callable[[str], None] | None = None, force: bool = False) -> None:
+                 diff: Callable[[str], None] | None = None, force: bool = False,
+                 deadline: float | None = None) -> None:
         self.config = config
+        self.deadline = deadline  # time.monotonic() by which once/init must be done, renders included
         self.reload_enabled = reloads
         self.dry_run = dry_run
         self.diff = diff
@@ -210,7 +212,7 @@ class Runner:
     async def _render(self, state: TemplateState) -> write.Change | None:
         """Render one template and write it; what changed on disk, if anything."""
         started = time.monotonic()
-        result = state.template.render(self.values.get)
+        result = state.template.render(self.values.get, self.config.render, self.deadline)
         state.render_time.add(time.monotonic() - started)
         # After an error keep watching what the last good render used too: either may fix it.
         self._set_deps(state, result.used | state.deps if result.error else result.used)
