@@ -252,7 +252,7 @@ class BudgetedEnvironment(ImmutableSandboxedEnvironment):
             self.budget = None
             if alarm:
                 signal.setitimer(signal.ITIMER_REAL, 0)
-                signal.signal(signal.SIGALRM, previous)
+                signal.signal(signal.SIGALRM, signal.SIG_DFL if previous is None else previous)
 
 
 def _on_alarm(budget: Budget, signum: int, frame: FrameType | None) -> None:
