@@ -87,6 +87,20 @@ class Wait:
 
 
 @dataclass(frozen=True)
+class RenderBudget:
+    """What one render may use before it fails cleanly (issue 10, item 4; confsync/sandbox.py)."""
+
+    timeout: Duration = 5.0
+    max_output: int = 16 * 1024 * 1024  # characters of the file, and of any one value built on the way
+    max_iterations: int = 1_000_000  # loop iterations and calls
+
+    def __post_init__(self) -> None:
+        for name in ("timeout", "max_output", "max_iterations"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be more than 0")
+
+
+@dataclass(frozen=True)
 class TemplateConfig:
     source: RelPath
     destination: RelPath
@@ -229,6 +243,7 @@ class Config:
     templates: tuple[TemplateConfig, ...] = ()
     reloaders: dict[str, ReloaderConfig] = field(default_factory=dict)
     wait: Wait = Wait()
+    render: RenderBudget = RenderBudget()
     listen: Listen | None = None
     # /readyz says "not ready" once a rendered template could not get fresh data for this long.
     max_stale_for_ready: Duration = 300.0
@@ -239,7 +254,7 @@ class Config:
     exec: ExecConfig = ExecConfig()  # used by `confsync exec` only
 
 
-_TOP_LEVEL = {"sources", "templates", "reloaders", "wait", "listen", "max_stale_for_ready", "log_level",
+_TOP_LEVEL = {"sources", "templates", "reloaders", "wait", "render", "listen", "max_stale_for_ready", "log_level",
               "log_format", "env_allow", "pid_file", "exec"}
 _ENV_OVERRIDES = {"listen": "CONFSYNC_LISTEN", "log_level": "CONFSYNC_LOG_LEVEL",
                   "log_format": "CONFSYNC_LOG_FORMAT", "pid_file": "CONFSYNC_PID_FILE"}

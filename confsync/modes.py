@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -128,7 +129,8 @@ async def once(config: Config, timeout: float, *, reloads: bool = True, dry_run:
     `init` is this without reloads: in an init container the app is not running yet.
     """
     runner = Runner(config, reloads=reloads and not dry_run, dry_run=dry_run,
-                    diff=print_to_stdout if diff else None, force=force)
+                    diff=print_to_stdout if diff else None, force=force,
+                    deadline=time.monotonic() + timeout)
     stopped: list[int] = []
 
     def stop(signum: int) -> None:

@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from confsync import filters
+from confsync.config import RenderBudget
 from confsync.errors import TemplateError
+from confsync.sandbox import Budget, BudgetedEnvironment, BudgetError
 from confsync.sources import ABSENT, PLACEHOLDERS, Dep, Functions, Missing
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ class Result:
     error: TemplateError | None = None
 
 
+DEFAULT_BUDGET = RenderBudget()
 CACHE_VARIABLE = "CONFSYNC_TEMPLATE_CACHE"
 
 
@@ -59,12 +61,32 @@ def _bytecode_cache() -> jinja2.BytecodeCache | None:
         return None
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
         return None
-    return jinja2.FileSystemBytecodeCache(directory)
+    # Named apart from the caches of earlier versions: their code lacks the budget's checks (sandbox.py).
+    return jinja2.FileSystemBytecodeCache(directory, pattern="__confsync_budgeted_%s.cache")
+
+
+class FolderLoader(jinja2.FileSystemLoader):
+    """Templates from their folder only: `{% include %}` of a symlink that leads out of it is
+    refused, as `..` already is (issue 10, item 11). The templates the config names (`trusted`)
+    are the operator's choice, wherever their own symlinks point."""
+
+    def __init__(self, search_path: list[Path]) -> None:
+        super().__init__([str(p) for p in search_path])
+        self.trusted: set[str] = set()
+
+    def get_source(self, environment: jinja2.Environment, template: str) -> tuple[str, str, Any]:
+        source, filename, uptodate = super().get_source(environment, template)
+        real = os.path.realpath(filename)
+        folders = [os.path.realpath(p) for p in self.searchpath]
+        if template not in self.trusted and not any(real.startswith(f.rstrip("/") + "/") for f in folders):
+            raise jinja2.exceptions.SecurityError(f"{template!r} leads out of the template folder through a "
+                                                  "symlink")
+        return source, filename, uptodate
 
 
 def make_environment(search_path: list[Path], env_allow: frozenset[str] | None = None) -> jinja2.Environment:
-    env = ImmutableSandboxedEnvironment(
-        loader=jinja2.FileSystemLoader([str(p) for p in search_path]),
+    env = BudgetedEnvironment(
+        loader=FolderLoader(search_path),
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         keep_trailing_newline=True,
@@ -72,6 +94,7 @@ def make_environment(search_path: list[Path], env_allow: frozenset[str] | None =
         bytecode_cache=_bytecode_cache(),
     )
     env.filters.update(filters.FILTERS)
+    env.filters = {name: env.bounded_filter(name, func) for name, func in env.filters.items()}
     env.tests.update(filters.TESTS)
     env.globals.update(filters.GLOBALS)
 
@@ -96,6 +119,8 @@ class Template:
         """`text`: an inline template (an `exec.env` value), called `path` in messages."""
         self.path = path
         self.functions = functions
+        if isinstance(env.loader, FolderLoader):
+            env.loader.trusted.add(path.name)
         try:
             if text is None:
                 self.compiled = env.get_template(path.name)
@@ -110,8 +135,10 @@ class Template:
             raise TemplateError(f"{path}: cannot read template: {exc}") from None
         self.compiled.filename = str(path)
 
-    def render(self, get: Callable[[Dep], Any]) -> Result:
-        """Render against `get(dep)` → value, a `Missing`, or None when not known yet."""
+    def render(self, get: Callable[[Dep], Any], limits: RenderBudget = DEFAULT_BUDGET,
+               deadline: float | None = None) -> Result:
+        """Render against `get(dep)` → value, a `Missing`, or None when not known yet, within
+        `limits` and by `deadline` (time.monotonic()) at the latest."""
         result = Result(text=None)
 
         def lookup(dep: Dep, default: Any) -> Any:
@@ -128,17 +155,48 @@ class Template:
 
         names = {name: cls(name, lookup) for name, cls in self.functions.items()}
         try:
-            text = self.compiled.render(names)
+            env = self.compiled.environment
+            if isinstance(env, BudgetedEnvironment):
+                with env.running(Budget(limits, deadline)):
+                    text = self.compiled.render(names)
+            else:
+                text = self.compiled.render(names)
         except Exception as exc:
-            if not result.missing:  # else most likely caused by a placeholder: retried when data arrives
+            # Else most likely caused by a placeholder: retried when data arrives. The budget is
+            # the template's own doing, whatever it waits for.
+            if not result.missing or isinstance(exc, BudgetError):
                 result.error = TemplateError(f"{self.path}:{_line_of(exc, self.path)}: {_describe(exc)}")
             return result
         if not result.missing:
-            result.text = text
+            result.error = _too_long(text, limits, self.path) or _unencodable(text, self.path)
+            result.text = None if result.error else text
         return result
 
 
+def _too_long(text: str, limits: RenderBudget, path: Path) -> TemplateError | None:
+    if len(text) <= limits.max_output:
+        return None
+    return TemplateError(f"{path}: over the render budget: the output is {len(text)} characters, over "
+                         f"render.max_output ({limits.max_output}); nothing written")
+
+
+def _unencodable(text: str, path: Path) -> TemplateError | None:
+    """A lone surrogate (from a non-UTF-8 file name, or `"\\udc80"` through from_json) cannot be
+    written as UTF-8: a template error, not a crash of the writer (issue 10, item 1)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        line = text.count("\n", 0, exc.start) + 1
+        return TemplateError(f"{path}: output line {line} holds a lone surrogate, which is not "
+                             "Unicode text (from_json of a \\udcXX escape?); nothing written")
+    return None
+
+
 def _describe(exc: BaseException) -> str:
+    if isinstance(exc, BudgetError):
+        return f"over the render budget: {exc}"
+    if isinstance(exc, MemoryError):
+        return "out of memory"
     if isinstance(exc, jinja2.exceptions.SecurityError):
         return f"refused by the sandbox: {exc}"
     if isinstance(exc, jinja2.UndefinedError):

@@ -52,6 +52,7 @@ class TemplateState:
     target: write.Target | Callable[[str], None]  # a file, or where an `exec.env` value's text goes
     deps: set[Dep] = field(default_factory=set)
     missing: dict[Dep, str] = field(default_factory=dict)
+    unreadable: dict[Dep, str] = field(default_factory=dict)  # missing because a read failed, not "not yet"
     changed: set[Dep] = field(default_factory=set)
     rendered: bool = False  # rendered completely at least once
     error: ConfsyncError | None = None
@@ -103,10 +104,12 @@ class Runner:
     def __init__(self, config: Config, *, reloads: bool = True, dry_run: bool = False,
                  diff: Callable[[str], None] | None = None, force: bool = False,
                  exec_env: Callable[[str, str], None] | None = None,
-                 targets: dict[str, Callable[[], Awaitable[str]]] | None = None) -> None:
+                 targets: dict[str, Callable[[], Awaitable[str]]] | None = None,
+                 deadline: float | None = None) -> None:
         self.config = config
         self.exec_env = exec_env
         self.targets = targets or {}
+        self.deadline = deadline  # time.monotonic() by which once/init must be done, renders included
         self.reload_enabled = reloads
         self.dry_run = dry_run
         self.diff = diff
@@ -296,6 +299,11 @@ class Runner:
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        if not self.dry_run:
+            for state in self.templates:
+                for path in write.sweep_stale(state.cfg.destination):
+                    log.info("removed %s, left by an interrupted write", path,
+                             extra={"event": "stale_temp_removed", "template": state.name})
         for name, spec in self.config.sources.items():
             source = source_class(spec.type)(name, spec.options, self)
             self.sources[name] = source
@@ -375,7 +383,7 @@ class Runner:
     async def _render(self, state: TemplateState) -> write.Change | None:
         """Render one template and write it; what changed on disk, if anything."""
         started = time.monotonic()
-        result = state.template.render(self.values.get)
+        result = state.template.render(self.values.get, self.config.render, self.deadline)
         state.render_time.add(time.monotonic() - started)
         # After an error keep watching what the last good render used too: either may fix it.
         self._set_deps(state, result.used | state.deps if result.error else result.used)
@@ -384,6 +392,7 @@ class Runner:
             state.changed = set()
             self._failed(state, result.error, "template")
             return None
+        self._note_unreadable(state)
         if result.text is None:
             log.debug("%s waits for %s", state.name, ", ".join(map(str, result.missing)),
                       extra={"event": "waiting", "template": state.name})
@@ -427,6 +436,21 @@ class Runner:
                      extra={"event": "written", "template": state.name, "bytes": len(data),
                             "sha256": digest, "changed": sorted(map(str, changed))})
         return written
+
+    def _note_unreadable(self, state: TemplateState) -> None:
+        """A watched value that cannot be read (not UTF-8, a read error, or deleted after the
+        template rendered) is a warning, a failure count and not-ready, never a quiet wait (issue 10,
+        item 13). A key absent from the start is only waited for: `init` exists for that."""
+        unreadable = {dep: why for dep, why in state.missing.items()
+                      if isinstance(value := self.values.get(dep), Missing) and (state.rendered or value is not ABSENT)}
+        for dep, why in unreadable.items():
+            if state.unreadable.get(dep) != why:
+                log.warning("%s cannot be rendered: %s %s (keeping the last good file)", state.name, dep, why,
+                            extra={"event": "unreadable", "template": state.name, "source": dep.source,
+                                   "key": str(dep)})
+        if unreadable:
+            state.failures["unreadable"] += 1
+        state.unreadable = unreadable
 
     def _failed(self, state: TemplateState, error: ConfsyncError, kind: str) -> None:
         error = type(error)(self._redact(state, str(error)))
@@ -550,9 +574,10 @@ class Runner:
                      extra={"event": "state", "reloader": name})
 
     def waiting(self) -> dict[str, dict[str, str]]:
-        """Templates not rendered yet → the dependencies each waits for, and why."""
+        """Templates not rendered yet, or whose watched values cannot be read → the dependencies
+        each waits for, and why."""
         return {s.name: {str(dep): why for dep, why in s.missing.items()}
-                for s in self.templates if not s.rendered}
+                for s in self.templates if not s.rendered or s.unreadable}
 
     def stale(self) -> dict[str, tuple[float, dict[str, str]]]:
         """Rendered templates that cannot get fresh data: for how many seconds, and why (issue 18).
