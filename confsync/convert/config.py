@@ -200,7 +200,7 @@ def _template(path: Path, index: int, block: dict[str, Any], out: Converted) -> 
     src_path = Path(str(source)).expanduser().absolute() if source else None
     if src_path is not None:
         try:
-            contents = src_path.read_text(encoding="utf-8")
+            contents = src_path.read_bytes().decode("utf-8")  # not read_text: CR LF must stay as Go sees it
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: {where}.source: cannot read {src_path}: {exc}") from None
     else:
