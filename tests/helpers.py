@@ -21,6 +21,21 @@ ROOT = Path(__file__).resolve().parent.parent
 DEADLINE = 20.0
 
 
+def build_ctrender(directory: Path) -> Path:
+    """Build tests/gotemplate/main.go (Go's text/template with consul-template's functions) into
+    `directory`: standard library only, so no module download; the build cache stays in there too."""
+    import shutil
+
+    go = shutil.which("go")
+    assert go, "Go is needed (Debian's golang-go, installed by scripts/test-deps.sh)"
+    binary = directory / "ctrender"
+    env = {**os.environ, "GOCACHE": str(directory / "gocache"), "GOPATH": str(directory / "gopath"),
+           "GO111MODULE": "off", "GOFLAGS": ""}
+    subprocess.run([go, "build", "-o", str(binary), str(ROOT / "tests" / "gotemplate" / "main.go")],
+                   check=True, env=env, timeout=300)
+    return binary
+
+
 def cli_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONFSYNC_")}
     env["PYTHONPATH"] = str(ROOT)  # the checkout under test, wherever the venv's install points

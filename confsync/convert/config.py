@@ -198,7 +198,7 @@ def _template(path: Path, index: int, block: dict[str, Any], out: Converted) -> 
     src_path = Path(str(source)).expanduser().absolute() if source else None
     if src_path is not None:
         try:
-            contents = read_text(src_path)
+            contents = read_text(src_path)  # bytes decoded as they are: CR LF stays as Go sees it
         except ConfigError as exc:
             raise ConfigError(f"{path}: {where}.source: {exc}") from None
     else:
