@@ -261,10 +261,3 @@ def test_env_overrides_log_format(project):
     assert result.returncode == 0
     assert result.stderr.lstrip().startswith("{")
 
-
-def test_version_prints_the_installed_version():
-    from importlib.metadata import version
-
-    result = confsync("--version")
-    assert result.returncode == 0, result.stderr
-    assert result.stdout == f"confsync {version('confsync')}\n"
