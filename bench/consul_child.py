@@ -1,4 +1,4 @@
-"""The Consul emulator (tests/consul_emulator.py) in its own process, for the benchmarks.
+"""The Consul emulator (tests/consul_emulator/) in its own process, for the benchmarks.
 
 Prints `port N`, then answers each `count` line on stdin with the number of requests served so far.
 """

@@ -6,13 +6,16 @@ unknown keys are errors: a typo must not silently turn a guard off.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import functools
 import keyword
 import os
 import re
+import stat
 import types
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -21,9 +24,16 @@ from confsync.errors import ConfigError
 
 # Field markers, read by `_convert` from the type hints.
 Duration = Annotated[float, "duration"]
+PositiveDuration = Annotated[float, "positive duration"]  # a timeout: 0 would fail every attempt
 Perms = Annotated[int, "perms"]
 RelPath = Annotated[Path, "path"]  # relative paths resolve from the config file's directory
 Percent = Annotated[float, "percent"]  # "50%" → 0.5
+Count = Annotated[int, "count"]  # 0 or more
+Listen = Annotated[str, "listen"]  # host:port
+# Strings that `_PROBLEM_OF[marker]` checks.
+SignalName = Annotated[str, "signal"]
+Url = Annotated[str, "url"]
+Method = Annotated[str, "method"]
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -35,18 +45,31 @@ RESERVED_NAMES = frozenset(
 )
 
 
+# No setting needs longer; a longer one is a typo (and `.inf`/`.nan` would never fire, issue 11 item 10).
+MAX_DURATION = 366 * 24 * 3600.0
+
+
 def parse_duration(text: str | int | float) -> float:
     """`250ms`, `2s`, `1m`, `1h`, or a bare number of seconds → seconds."""
-    if isinstance(text, bool):
+    if isinstance(text, bool) or not isinstance(text, str | int | float):
         raise ValueError(f"expected a duration like 250ms, 2s or 1m, got {text!r}")
     if isinstance(text, (int, float)):
-        if text < 0:
-            raise ValueError(f"a duration cannot be negative: {text!r}")
-        return float(text)
-    match = _DURATION.match(str(text))
-    if not match:
-        raise ValueError(f"expected a duration like 250ms, 2s or 1m, got {text!r}")
-    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        seconds = float(text)
+    else:
+        match = _DURATION.match(text)
+        if not match:
+            raise ValueError(f"expected a duration like 250ms, 2s or 1m, got {text!r}")
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if not 0 <= seconds <= MAX_DURATION:  # also false for NaN
+        raise ValueError(f"a duration must be between 0 and 366 days, got {text!r}")
+    return seconds
+
+
+def positive_duration(text: str | int | float) -> float:
+    seconds = parse_duration(text)
+    if seconds <= 0:
+        raise ValueError(f"must be more than 0, got {text!r}")
+    return seconds
 
 
 @dataclass(frozen=True)
@@ -64,6 +87,20 @@ class Wait:
 
 
 @dataclass(frozen=True)
+class RenderBudget:
+    """What one render may use before it fails cleanly (issue 10, item 4; confsync/sandbox.py)."""
+
+    timeout: Duration = 5.0
+    max_output: int = 16 * 1024 * 1024  # characters of the file, and of any one value built on the way
+    max_iterations: int = 1_000_000  # loop iterations and calls
+
+    def __post_init__(self) -> None:
+        for name in ("timeout", "max_output", "max_iterations"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be more than 0")
+
+
+@dataclass(frozen=True)
 class TemplateConfig:
     source: RelPath
     destination: RelPath
@@ -74,7 +111,7 @@ class TemplateConfig:
     wait: Wait | None = None
     reload: tuple[str, ...] = ()
     # Guards: a render that fails one keeps the last good file (consul-template#727, #1131).
-    min_bytes: int = 1  # refuse a shorter render while a good file exists
+    min_bytes: Count = 1  # refuse a shorter render while a good file exists
     max_shrink: Percent | None = None  # refuse a render that shrinks the file by more than this
     allow_shrink: bool = False
     format: Literal["json", "yaml", "toml"] | None = None  # parse the staged file first
@@ -84,25 +121,24 @@ class TemplateConfig:
 
 @dataclass(frozen=True)
 class ReloaderConfig:
-    signal: str = "SIGHUP"
+    signal: SignalName = "SIGHUP"
     pid_file: RelPath | None = None
     process: str | None = None
-    url: str | None = None
-    method: str = "POST"
+    url: Url | None = None
+    method: Method = "POST"
     expect_status: tuple[int, ...] = ()  # empty: any 2xx
-    timeout: Duration = 10.0
-    retries: int = 3
+    timeout: PositiveDuration = 10.0
+    retries: Count = 3
     command: str | tuple[str, ...] | None = None  # a string runs under /bin/sh; a list runs as is
     splay: Duration = 0.0  # random delay before each reload, so many pods don't reload at once
 
     def __post_init__(self) -> None:
         kinds = [k for k in ("pid_file", "process", "url", "command") if getattr(self, k)]
-        if len(kinds) != 1:
-            raise ValueError(
-                "set exactly one of pid_file, process, url or command"
-                + (f" (got {', '.join(kinds)})" if kinds else "")
-            )
-        _check_reloader(self)
+        problems = [] if len(kinds) == 1 else [
+            "set exactly one of pid_file, process, url or command" + (f" (got {', '.join(kinds)})" if kinds else "")]
+        problems += [p for p in (_command_problem(self.command),) if p]
+        if problems:
+            raise ValueError("; ".join(problems))
 
     @property
     def kind(self) -> Literal["signal", "url", "command"]:
@@ -113,50 +149,84 @@ class ReloaderConfig:
         return "signal"
 
 
-class FieldValueError(ValueError):
-    """A dataclass's own check that blames one of its fields: the error names `where.field`."""
+def _signal_problem(name: str) -> str | None:
+    import signal
 
-    def __init__(self, field_name: str, message: str) -> None:
-        super().__init__(message)
-        self.field_name = field_name
-
-
-# RFC 9110 §5.6.2: a method is a token.
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+    # SIG_DFL and SIG_IGN are handler values, not signals (SIG_DFL sent nothing, SIG_IGN sent SIGHUP).
+    if not isinstance(getattr(signal, name, None), signal.Signals):
+        known = ", ".join(s.name for s in signal.Signals if not s.name.startswith("SIGRT"))
+        return f"unknown signal {name!r} (one of {known})"
+    return None
 
 
-def _check_reloader(cfg: ReloaderConfig) -> None:
-    """Every value a reload will use, checked now: at fire time a bad one would only fail (issue 10)."""
-    import signal as _signal
-    from urllib.parse import urlsplit
+def url_problem(url: str) -> str | None:
+    """A reload URL that httpx could not even try (issue 10 item 3: port 99999 ended the daemon)."""
+    import urllib.parse
 
-    if not isinstance(getattr(_signal, cfg.signal, None), _signal.Signals):
-        raise FieldValueError("signal", f"unknown signal {cfg.signal!r}")
-    if cfg.url is not None:
-        try:
-            parts = urlsplit(cfg.url)
-            port = parts.port
-        except ValueError as exc:  # "Port out of range 0-65535", "Invalid IPv6 URL"
-            raise FieldValueError("url", f"not a valid URL: {exc}") from None
-        if parts.scheme not in ("http", "https") or not parts.hostname or port == 0 \
-                or any(c.isspace() or not c.isprintable() for c in cfg.url):
-            raise FieldValueError("url", f"expected an http:// or https:// URL with a host, got {cfg.url!r}")
-    if not _TOKEN.fullmatch(cfg.method):
-        raise FieldValueError("method", f"not an HTTP method (letters, digits, -_.!~*'): {cfg.method!r}")
-    for status in cfg.expect_status:
-        if not 100 <= status <= 599:
-            raise FieldValueError("expect_status", f"not an HTTP status: {status}")
-    if not 0 < cfg.timeout < 86400:
-        raise FieldValueError("timeout", f"expected more than 0s and less than a day, got {cfg.timeout:g}s")
-    if not 0 <= cfg.splay < 86400:
-        raise FieldValueError("splay", f"expected less than a day, got {cfg.splay:g}s")
-    if cfg.retries < 0:
-        raise FieldValueError("retries", f"cannot be negative: {cfg.retries}")
-    words = [cfg.command] if isinstance(cfg.command, str) else list(cfg.command or ())
-    if cfg.command is not None and (not words or any(not w or "\0" in w for w in words)):
-        raise FieldValueError("command", "expected a non-empty command without NUL characters")
-    if cfg.process is not None and ("\0" in cfg.process or "/" in cfg.process):
-        raise FieldValueError("process", f"expected a process name, got {cfg.process!r}")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return f"{url!r} is not a valid URL: {exc}"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"expected http://host[:port]/path or https://…, got {url!r}"
+    if port == 0:
+        return f"port 0 in {url!r}: expected a port from 1 to 65535"
+    if any(ord(c) <= 32 or ord(c) > 126 for c in url):
+        return f"{url!r} holds spaces, control or non-ASCII characters: percent-encode them"
+    return None
+
+
+def _method_problem(method: str) -> str | None:
+    if not re.fullmatch(r"[A-Z]{1,20}", method):  # RFC 9110 methods are tokens; all real ones are A-Z
+        return f"expected an HTTP method such as POST or GET, got {method!r}"
+    return None
+
+
+def _command_problem(command: str | tuple[str, ...] | None) -> str | None:
+    if command is None:
+        return None
+    if not command or (isinstance(command, str) and not command.strip()):
+        return "command: empty"
+    if isinstance(command, tuple):
+        if not command[0]:
+            return "command: the program (first item) is empty"
+        import shutil
+
+        if not shutil.which(command[0]):
+            return f"command: program {command[0]!r} not found (not executable, or not on PATH)"
+    if "\0" in "".join(command):
+        return "command: holds a NUL character"
+    return None
+
+
+_PROBLEM_OF = {"signal": _signal_problem, "url": url_problem, "method": _method_problem}
+
+
+EXEC = "exec"  # the reload target that means the app `confsync exec` runs (docs/exec.md)
+
+
+@dataclass(frozen=True)
+class ExecConfig:
+    """The app `confsync exec` starts and supervises; names as issue 13 fixed them."""
+
+    command: str | tuple[str, ...] = ()  # a string runs under /bin/sh -c; `-- cmd…` on the command line wins
+    env: dict[str, str] = field(default_factory=dict)  # name → inline template, rendered like a file
+    reload_signal: str = "SIGHUP"  # or "restart": file changes restart the app too
+    kill_signal: str = "SIGTERM"
+    kill_timeout: Duration = 10.0  # then SIGKILL
+
+    def __post_init__(self) -> None:
+        import signal as _signal
+
+        for key in ("reload_signal", "kill_signal"):
+            name = getattr(self, key)
+            if name not in _signal.Signals.__members__ and not (key == "reload_signal" and name == "restart"):
+                raise ValueError(f"{key}: unknown signal {name!r}"
+                                 + (" (or `restart`)" if key == "reload_signal" else ""))
+        for name in self.env:
+            if not name or "=" in name or "\0" in name:
+                raise ValueError(f"env: {name!r} cannot be an environment variable name")
 
 
 @dataclass(frozen=True)
@@ -173,57 +243,140 @@ class Config:
     templates: tuple[TemplateConfig, ...] = ()
     reloaders: dict[str, ReloaderConfig] = field(default_factory=dict)
     wait: Wait = Wait()
-    listen: str | None = None
+    render: RenderBudget = RenderBudget()
+    listen: Listen | None = None
+    # /readyz says "not ready" once a rendered template could not get fresh data for this long.
+    max_stale_for_ready: Duration = 300.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
     env_allow: tuple[str, ...] | None = None  # the variables env() may read; None: all
+    pid_file: RelPath | None = None  # `run` writes its PID here (for systemd, shell scripts)
+    exec: ExecConfig = ExecConfig()  # used by `confsync exec` only
 
 
-_TOP_LEVEL = {"sources", "templates", "reloaders", "wait", "listen", "log_level", "log_format", "env_allow"}
+_TOP_LEVEL = {"sources", "templates", "reloaders", "wait", "render", "listen", "max_stale_for_ready", "log_level",
+              "log_format", "env_allow", "pid_file", "exec"}
 _ENV_OVERRIDES = {"listen": "CONFSYNC_LISTEN", "log_level": "CONFSYNC_LOG_LEVEL",
-                  "log_format": "CONFSYNC_LOG_FORMAT"}
+                  "log_format": "CONFSYNC_LOG_FORMAT", "pid_file": "CONFSYNC_PID_FILE"}
+MAX_CONFIG_BYTES = 1 << 20  # a config file is a few KiB; /dev/zero or a log file given by mistake is not
+MAX_YAML_NODES = 100_000  # counted with aliases expanded: a YAML alias bomb is refused, not built
 
 
 def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
-    """Read and check a config file. `overrides` (from flags) beat `CONFSYNC_*` variables,
-    which beat the file."""
+    """Read and check a config file. `overrides` (from flags, named by flag) beat `CONFSYNC_*`
+    variables, which beat the file. Every problem is reported, not just the first."""
     path = Path(path).absolute()
     raw = _read(path)
+    origin: dict[str, str] = {}  # where a value came from, when not from the file
     for name, var in _ENV_OVERRIDES.items():
         if os.environ.get(var):
-            raw[name] = os.environ[var]
+            raw[name], origin[name] = os.environ[var], var
     for name, value in (overrides or {}).items():
         if value is not None:
-            raw[name] = value
+            raw[name], origin[name] = value, "--" + name.replace("_", "-")
+    problems: list[_FieldError] = []
+    token = _PROBLEMS.set(problems)
     try:
-        return _build(path, raw)
-    except _FieldError as exc:
-        raise ConfigError(f"{path}: {exc.where}: {exc.message}") from None
+        config = _build(path, raw)
+    finally:
+        _PROBLEMS.reset(token)
+    if problems:
+        raise ConfigError("\n".join(
+            f"{origin[p.where]}: {p.message}" if p.where in origin else f"{path}: {p.where}: {p.message}"
+            for p in problems))
+    assert config is not None
+    return config
+
+
+def read_text(path: Path) -> str:
+    """A file a user names as config (or a template to convert): a regular file of at most 1 MiB of
+    UTF-8. Not /dev/zero (read until memory runs out), not a FIFO (an open that waits forever)."""
+    try:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused just below.
+        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise ConfigError(f"{path}: not a regular file")
+            data = fh.read(MAX_CONFIG_BYTES + 1)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES >> 20} MiB: not a config file")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
 
 
 def _read(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read config file: {exc}") from None
-    try:
-        if path.suffix == ".toml":
-            import tomllib
+    text = read_text(path)
+    if path.suffix == ".toml":
+        import tomllib
 
-            data = tomllib.loads(text)
-        else:
-            import yaml
+        try:
+            parsed: Any = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    else:
+        parsed = _load_yaml(path, text)
+    if parsed is None:
+        raise ConfigError(f"{path}: the file is empty: nothing to do (see docs/configuration.md)")
+    if not isinstance(parsed, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, got {type(parsed).__name__}")
+    return parsed
 
-            data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    except Exception as exc:  # yaml.YAMLError / tomllib.TOMLDecodeError carry line and column
-        raise ConfigError(f"{path}: not valid {'TOML' if path.suffix == '.toml' else 'YAML'}: {exc}") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
-    return data
+
+def _load_yaml(path: Path, text: str) -> Any:
+    """YAML with its errors naming the file, duplicate keys refused (YAML says keys are unique; PyYAML
+    keeps the last one silently), and an alias bomb refused before it is built (issue 11 item 10)."""
+    import io
+
+    import yaml
+
+    stream = io.StringIO(text)
+    stream.name = str(path)  # the name the parser puts in its marks, instead of "<unicode string>"
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(stream)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_nodes(node, path)
+        return loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    finally:
+        loader.dispose()
+
+
+def _check_nodes(root: Any, path: Path) -> None:
+    import yaml
+
+    sizes: dict[int, int] = {}
+
+    def size(node: Any) -> int:  # the node count once aliases are expanded, each shared node counted once
+        if id(node) in sizes:
+            return sizes[id(node)]
+        sizes[id(node)] = 1  # a recursive alias counts once
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                    if key.value in seen:
+                        raise ConfigError(f"{path}:{key.start_mark.line + 1}: duplicate key {key.value!r} "
+                                          f"(first at line {seen[key.value]})")
+                    seen[key.value] = key.start_mark.line + 1
+                total += size(key) + size(value)
+        elif isinstance(node, yaml.SequenceNode):
+            total += sum(size(item) for item in node.value)
+        sizes[id(node)] = total = min(total, MAX_YAML_NODES + 1)
+        if total > MAX_YAML_NODES:
+            raise ConfigError(f"{path}: more than {MAX_YAML_NODES} values once aliases are expanded "
+                              "(a YAML alias bomb?)")
+        return total
+
+    size(root)
 
 
 class _FieldError(Exception):
@@ -232,60 +385,106 @@ class _FieldError(Exception):
         self.where, self.message = where, message
 
 
-def _build(path: Path, raw: dict[str, Any]) -> Config:
+class _Reported(Exception):
+    """A part of the value was wrong and is reported already: leave the whole out."""
+
+
+# Problems found so far by the load in progress: conversion goes on past each, so that one run
+# reports them all (issue 11 item 1).
+_PROBLEMS: contextvars.ContextVar[list[_FieldError]] = contextvars.ContextVar("problems")
+
+
+def _report(exc: _FieldError) -> None:
+    _PROBLEMS.get().append(exc)
+
+
+def _build(path: Path, raw: dict[str, Any]) -> Config | None:
     base = path.parent
-    for key in raw:
+    for key in list(raw):
         if key not in _TOP_LEVEL:
-            raise _FieldError(str(key), f"unknown key (expected one of {', '.join(sorted(_TOP_LEVEL))})")
+            _report(_FieldError(str(key), f"unknown key (expected one of {', '.join(sorted(_TOP_LEVEL))})"))
+            del raw[key]
     sources = _build_sources(base, raw.get("sources") or {})
     top = {k: v for k, v in raw.items() if k not in ("sources",)}
     top.setdefault("wait", {})
-    # `path` and `sources` are not the user's to set here: _TOP_LEVEL let neither through.
-    checked: Config = _convert(top, Config, "", base)
+    if isinstance(top.get("log_level"), str):  # DEBUG, Info: the same level
+        top["log_level"] = top["log_level"].lower()
+    if isinstance(top.get("log_format"), str):
+        top["log_format"] = top["log_format"].lower()
+    try:
+        # `path` and `sources` are not the user's to set here: _TOP_LEVEL let neither through.
+        checked: Config = _convert(top, Config, "", base)
+    except _FieldError as exc:
+        _report(exc)
+        return None
+    except _Reported:
+        return None
     config = dataclasses.replace(checked, path=path, sources=sources)
-    _check_references(config)
+    if not _PROBLEMS.get():  # cross-references only between parts that are right themselves
+        _check_references(config, raw.get("sources") or {})
     return config
 
 
 def _build_sources(base: Path, raw: Any) -> dict[str, SourceConfig]:
-    from confsync.sources import source_class
+    from confsync.sources import missing_client, source_class
 
     if not isinstance(raw, dict):
-        raise _FieldError("sources", f"expected a mapping of name → source, got {type(raw).__name__}")
+        _report(_FieldError("sources", f"expected a mapping of name → source, got {type(raw).__name__}"))
+        return {}
     sources = {}
     for name, spec in raw.items():
         where = f"sources.{name}"
-        if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
-            raise _FieldError(where, "a source name must be a valid identifier (it is a template global)")
-        if name in RESERVED_NAMES:
-            raise _FieldError(where, f"the name {name!r} would shadow a template built-in")
-        if not isinstance(spec, dict):
-            raise _FieldError(where, f"expected a mapping, got {type(spec).__name__}")
-        spec = dict(spec)
-        kind = spec.pop("type", None)
         try:
-            cls = source_class(kind)
-        except LookupError as exc:
-            raise _FieldError(f"{where}.type", str(exc)) from None
-        options = _convert(spec, cls.Options, where, base)
+            if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
+                raise _FieldError(where, "a source name must be a valid identifier (it is a template global)")
+            if name in RESERVED_NAMES:
+                raise _FieldError(where, f"the name {name!r} would shadow a template built-in")
+            if not isinstance(spec, dict):
+                raise _FieldError(where, f"expected a mapping, got {type(spec).__name__}")
+            spec = dict(spec)
+            kind = spec.pop("type", None)
+            try:
+                cls = source_class(kind)
+            except LookupError as exc:
+                raise _FieldError(f"{where}.type", str(exc)) from None
+            missing = missing_client(kind)
+            if missing:
+                raise _FieldError(f"{where}.type", missing)
+            options = _convert(spec, cls.Options, where, base)
+        except _FieldError as exc:
+            _report(exc)
+            continue
+        except _Reported:
+            continue
         sources[name] = SourceConfig(name=name, type=kind, options=options)
     return sources
 
 
-def _check_references(config: Config) -> None:
+def _check_references(config: Config, raw_sources: dict[str, Any]) -> None:
+    if EXEC in config.reloaders:
+        _report(_FieldError(f"reloaders.{EXEC}", f"the name {EXEC!r} is reserved for the app `confsync exec` runs"))
     seen: dict[Path, int] = {}
+    roots = {name: Path(os.path.realpath(s.options.root)) for name, s in config.sources.items() if s.type == "files"}
+    if not config.templates:
+        _report(_FieldError("templates", "no template configured: nothing to do"))
     for i, tpl in enumerate(config.templates):
         for name in tpl.reload:
-            if name not in config.reloaders:
-                known = ", ".join(sorted(config.reloaders)) or "none defined"
-                raise _FieldError(f"templates[{i}].reload", f"unknown reloader {name!r} (known: {known})")
+            if name not in config.reloaders and name != EXEC:
+                known = ", ".join(sorted([*config.reloaders, EXEC]))
+                _report(_FieldError(f"templates[{i}].reload", f"unknown reloader {name!r} (known: {known})"))
         if not tpl.source.is_file():
-            raise _FieldError(f"templates[{i}].source", f"template file not found: {tpl.source}")
+            _report(_FieldError(f"templates[{i}].source", f"template file not found: {tpl.source}"))
         dest = Path(os.path.realpath(tpl.destination))
         if dest in seen:
-            raise _FieldError(f"templates[{i}].destination",
-                              f"{tpl.destination} is also the destination of templates[{seen[dest]}]")
+            _report(_FieldError(f"templates[{i}].destination",
+                                f"{tpl.destination} is also the destination of templates[{seen[dest]}]"))
         seen[dest] = i
+        if dest == Path(os.path.realpath(tpl.source)):
+            _report(_FieldError(f"templates[{i}].destination", "is the template's own source file"))
+        for name, root in roots.items():
+            if dest.is_relative_to(root):  # each write would be read back as a change: it feeds itself
+                _report(_FieldError(f"templates[{i}].destination",
+                                    f"{tpl.destination} is inside the root of source {name!r} ({root})"))
 
 
 def _convert(value: Any, hint: Any, where: str, base: Path) -> Any:
@@ -316,11 +515,11 @@ def _convert(value: Any, hint: Any, where: str, base: Path) -> Any:
             items = [value] if isinstance(value, (str, int)) and not isinstance(value, bool) else value
             if not isinstance(items, list | tuple):
                 raise _FieldError(where, f"expected a list, got {type(value).__name__}")
-            return tuple(_convert(v, args[0], f"{where}[{i}]", base) for i, v in enumerate(items))
+            return tuple(_collect((_convert, v, args[0], f"{where}[{i}]", base) for i, v in enumerate(items)))
         if origin is dict:
             if not isinstance(value, dict):
                 raise _FieldError(where, f"expected a mapping, got {type(value).__name__}")
-            return {str(k): _convert(v, args[1], _join(where, k), base) for k, v in value.items()}
+            return dict(_collect((_item, k, v, args[1], _join(where, k), base) for k, v in value.items()))
         if dataclasses.is_dataclass(hint):
             return _convert_dataclass(value, hint, where, base)
         if hint is bool:
@@ -347,23 +546,46 @@ def _convert(value: Any, hint: Any, where: str, base: Path) -> Any:
 
 
 def _convert_marked(value: Any, base_type: Any, marker: str, where: str, base: Path) -> Any:
-    if marker == "duration":
+    if marker in ("duration", "positive duration"):
         try:
-            return parse_duration(value)
+            return (parse_duration if marker == "duration" else positive_duration)(value)
         except ValueError as exc:
             raise _FieldError(where, str(exc)) from None
     if marker == "perms":
         text = str(value) if isinstance(value, str) else None
         if text is None or not re.fullmatch(r"0?[0-7]{3,4}", text):
             raise _FieldError(where, f'expected an octal mode in quotes like "0640", got {value!r}')
-        return int(text, 8)
+        mode = int(text, 8)
+        if mode & 0o7000:
+            raise _FieldError(where, f"{value!r} sets the setuid, setgid or sticky bit: a config file needs none")
+        if mode & 0o002:
+            raise _FieldError(where, f"{value!r} lets every user write the file: use at most 0664")
+        return mode
+    if marker in _PROBLEM_OF:
+        text = _convert(value, str, where, base)
+        problem = _PROBLEM_OF[marker](text)
+        if problem:
+            raise _FieldError(where, problem)
+        return text
+    if marker == "listen":
+        from confsync.observe import parse_listen
+
+        try:
+            parse_listen(value if isinstance(value, str) else repr(value))
+        except ConfigError as exc:
+            raise _FieldError(where, str(exc).removeprefix("listen: ")) from None
+        return value
+    if marker == "count":
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 1_000_000_000:
+            raise _FieldError(where, f"expected a whole number from 0, got {value!r}")
+        return value
     if marker == "percent":
         match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*%\s*", str(value))
         if not match or float(match.group(1)) > 100:
             raise _FieldError(where, f'expected a percentage like "50%", got {value!r}')
         return float(match.group(1)) / 100
     if marker == "path":
-        if not isinstance(value, str) or not value:
+        if not isinstance(value, str) or not value or "\0" in value:
             raise _FieldError(where, f"expected a path, got {value!r}")
         return (base / os.path.expanduser(value)).absolute()
     raise TypeError(marker)
@@ -380,21 +602,62 @@ def _convert_dataclass(value: Any, cls: Any, where: str, base: Path) -> Any:
         raise _FieldError(where, f"expected a mapping, got {type(value).__name__} {value!r}")
     hints = _hints(cls)
     names = {f.name for f in dataclasses.fields(cls) if f.init}
-    kwargs = {}
+    kwargs, problems = {}, len(_PROBLEMS.get())
     for key, item in value.items():
-        if key not in names:
-            raise _FieldError(_join(where, key), f"unknown key (expected one of {', '.join(sorted(names))})")
-        kwargs[key] = _convert(item, hints[key], _join(where, key), base)
+        try:
+            if key not in names:
+                raise _FieldError(_join(where, key), f"unknown key (expected one of {', '.join(sorted(names))})")
+            kwargs[key] = _convert(item, hints[key], _join(where, key), base)
+        except _FieldError as exc:
+            _report(exc)
+        except _Reported:
+            pass
     for f in dataclasses.fields(cls):
-        if f.init and f.name not in kwargs and f.default is dataclasses.MISSING \
+        if f.init and f.name not in value and f.default is dataclasses.MISSING \
                 and f.default_factory is dataclasses.MISSING:
-            raise _FieldError(_join(where, f.name), "required")
+            _report(_FieldError(_join(where, f.name), "required"))
+    if len(_PROBLEMS.get()) > problems:
+        raise _Reported
     try:
         return cls(**kwargs)
-    except FieldValueError as exc:
-        raise _FieldError(_join(where, exc.field_name), str(exc)) from None
     except ValueError as exc:  # a dataclass's own cross-field check
         raise _FieldError(where or cls.__name__, str(exc)) from None
+
+
+def check_setting(name: str, value: Any) -> Any:
+    """One top-level setting checked and converted as in a config file (for flags: the same rules,
+    the same messages); `timeout` is the flag of once and init. Raises ValueError."""
+    hint = PositiveDuration if name == "timeout" else _hints(Config)[name]
+    problems: list[_FieldError] = []
+    token = _PROBLEMS.set(problems)
+    try:
+        if name in ("log_level", "log_format") and isinstance(value, str):
+            value = value.lower()
+        result = _convert(value, hint, name, Path.cwd())
+    except _FieldError as exc:
+        problems.append(exc)
+    except _Reported:
+        pass
+    finally:
+        _PROBLEMS.reset(token)
+    if problems:
+        raise ValueError("; ".join(p.message for p in problems))
+    return str(result) if name == "pid_file" else result
+
+
+def _item(key: Any, value: Any, hint: Any, where: str, base: Path) -> tuple[str, Any]:
+    return str(key), _convert(value, hint, where, base)
+
+
+def _collect(calls: Any) -> Iterator[Any]:
+    """The items of a list or mapping that convert; each that does not is reported and left out."""
+    for func, *args in calls:
+        try:
+            yield func(*args)
+        except _FieldError as exc:
+            _report(exc)
+        except _Reported:
+            pass
 
 
 def _join(where: str, key: Any) -> str:

@@ -6,6 +6,7 @@
     ├── SourceError               a backend refused, failed or is unreachable; exit 1
     ├── WriteError                staging, check or replace of a destination failed; exit 1
     ├── ReloadError               a reloader could not deliver; exit 1
+    ├── ExecError                 `confsync exec` cannot start the app; exit 127 (not found) or 126
     └── MissingDataError          data still missing when a deadline passed; exit 3
 
 Library errors (jinja2, OSError, httpx, hvac, kazoo…) are mapped to these at one boundary each,
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 class ConfsyncError(Exception):
     exit_code = 1
+    logged = False  # already in the log (as `once` logs a failed render): not printed again at exit
 
     def __init__(self, message: str, detail: str = "") -> None:
         super().__init__(f"{message}: {detail}" if detail else message)
@@ -45,6 +47,12 @@ class WriteError(ConfsyncError):
 
 class ReloadError(ConfsyncError):
     pass
+
+
+class ExecError(ConfsyncError):
+    def __init__(self, message: str, exit_code: int = 126) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code  # as a shell's: 127 command not found, 126 cannot run it
 
 
 class MissingDataError(ConfsyncError):

@@ -87,6 +87,28 @@ def go_str(value: Any) -> str:
     return value
 
 
+_QUOTE_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t",
+                  "\v": "\\v", "\\": "\\\\", '"': '\\"'}
+
+
+def go_quote(text: str) -> str:
+    """Go's %q of a string (strconv.Quote): Go escapes, printable characters kept."""
+    out = ['"']
+    for ch in text:
+        if ch in _QUOTE_ESCAPES:
+            out.append(_QUOTE_ESCAPES[ch])
+        elif ch == " " or (ch.isprintable() and not ch.isspace()):
+            out.append(ch)
+        elif ord(ch) < 0x80:
+            out.append(f"\\x{ord(ch):02x}")
+        elif ord(ch) <= 0xFFFF:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(f"\\U{ord(ch):08x}")
+    out.append('"')
+    return "".join(out)
+
+
 def go_trim(text: str) -> str:
     return text.strip(GO_SPACE)
 
@@ -192,5 +214,5 @@ def explode(tree: Mapping[str, str]) -> dict[str, Any]:
     return out
 
 
-FILTERS = {f.__name__: f for f in (go_print, go_json, go_str, go_trim, go_split, go_indent, go_b64encode, go_b64decode,
-                                   go_lower, go_upper, by_tag, by_key, explode)}
+FILTERS = {f.__name__: f for f in (go_print, go_json, go_str, go_quote, go_trim, go_split, go_indent,
+                                   go_b64encode, go_b64decode, go_lower, go_upper, by_tag, by_key, explode)}

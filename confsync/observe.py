@@ -12,7 +12,7 @@ import json
 import logging
 import resource
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from confsync.errors import ConfigError
@@ -29,6 +29,10 @@ EXCHANGE_TIMEOUT = 5.0  # seconds for a whole request and its answer
 _OUT_OF_FDS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
+# App states (supervise.py) in which /healthz fails: the app is gone or going for good.
+APP_DOWN = ("stopping", "exited")
+
+
 def parse_listen(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
@@ -36,7 +40,8 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-async def serve(runner: Runner, listen: str) -> asyncio.Server:
+async def serve(runner: Runner, listen: str, app: Callable[[], str] | None = None) -> asyncio.Server:
+    """`app`: under `confsync exec`, the app's state (running, restarting, exited…), reported by both probes."""
     host, port = parse_listen(listen)
     collector = Collector(runner)
     cap = connection_cap()
@@ -52,7 +57,7 @@ async def serve(runner: Runner, listen: str) -> asyncio.Server:
             async with asyncio.timeout(EXCHANGE_TIMEOUT):
                 request = await reader.readuntil(b"\r\n\r\n")
                 method, path, *_ = request.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
-                status, kind, body = _route(runner, collector, method, path.split("?", 1)[0])
+                status, kind, body = _route(runner, collector, method, path.split("?", 1)[0], app)
                 head = (f"HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {len(body)}\r\n"
                         "Connection: close\r\n\r\n")
                 writer.write(head.encode() + (body if method != "HEAD" else b""))
@@ -99,17 +104,29 @@ def _quiet_accept_errors(loop: asyncio.AbstractEventLoop) -> None:
     loop.set_exception_handler(handler)
 
 
-def _route(runner: Runner, collector: Collector, method: str, path: str) -> tuple[str, str, bytes]:
+def _route(runner: Runner, collector: Collector, method: str, path: str,
+           app: Callable[[], str] | None = None) -> tuple[str, str, bytes]:
     if method not in ("GET", "HEAD"):
         return "405 Method Not Allowed", "text/plain", b"method not allowed\n"
+    state = app() if app else None
     if path == "/healthz":
         alive = runner.worker is not None and not runner.worker.done()
-        return ("200 OK", "text/plain", b"ok\n") if alive else ("503 Service Unavailable", "text/plain",
-                                                              b"the render loop is not running\n")
+        if alive and state in APP_DOWN:
+            return "503 Service Unavailable", "text/plain", f"app: {state}\n".encode()
+        ok = b"ok\n" + (f"app: {state}\n".encode() if state else b"")
+        return ("200 OK", "text/plain", ok) if alive else ("503 Service Unavailable", "text/plain",
+                                                         b"the render loop is not running\n")
     if path == "/readyz":
         waiting = runner.waiting()
-        body = json.dumps({"ready": not waiting, "waiting": waiting}, indent=2).encode() + b"\n"
-        return ("503 Service Unavailable" if waiting else "200 OK"), "application/json", body
+        # A template whose data cannot be kept fresh is not ready once stale past the bound (issue 18).
+        bound = runner.config.max_stale_for_ready
+        found = runner.stale()
+        stale = {name: {"for_seconds": round(seconds, 1), "why": why} for name, (seconds, why) in found.items()}
+        ready = not waiting and all(seconds <= bound for seconds, _ in found.values()) and state in (None, "running")
+        body = json.dumps({"ready": ready, "waiting": waiting, "stale": stale, "max_stale_for_ready": bound}
+                          | ({"app": state} if state else {}),
+                          indent=2).encode() + b"\n"
+        return ("200 OK" if ready else "503 Service Unavailable"), "application/json", body
     if path == "/metrics":
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -157,6 +174,11 @@ class Collector:
             reloads.add_metric([name], outcomes["ok"])
             reload_failures.add_metric([name], outcomes["failed"])
         yield from (reloads, reload_failures)
+        config_reloads = CounterMetricFamily("confsync_config_reloads", "Config re-reads on SIGHUP, applied "
+                                             "(ok) or refused (failed)", labels=["result"])
+        for result, count in runner.config_reloads.items():
+            config_reloads.add_metric([result], count)
+        yield config_reloads
 
         up = GaugeMetricFamily("confsync_source_up", "1 if the source's backend is reachable", labels=["source"])
         errors = CounterMetricFamily("confsync_source_errors", "Times a source became unavailable",
@@ -169,7 +191,19 @@ class Collector:
             up.add_metric([name], 0 if name in runner.source_down else 1)
             errors.add_metric([name], runner.source_errors.get(name, 0))
             watched.add_metric([name], counts[name])
-        yield from (up, errors, watched)
+        unreadable = GaugeMetricFamily("confsync_unreadable_keys", "Watched values that exist but cannot be read "
+                                       "(permission, not UTF-8…)", labels=["source"])
+        unreadable_counts: dict[str, int] = dict.fromkeys(runner.sources, 0)
+        for dep in runner.unreadable:
+            unreadable_counts[dep.source] = unreadable_counts.get(dep.source, 0) + 1
+        for name in runner.sources:
+            unreadable.add_metric([name], unreadable_counts[name])
+        stale = GaugeMetricFamily("confsync_stale_seconds", "Seconds a rendered template has not been able to "
+                                  "get fresh data (0: fresh)", labels=["template"])
+        stale_now = runner.stale()
+        for state in runner.templates:
+            stale.add_metric([state.name], stale_now[state.name][0] if state.name in stale_now else 0.0)
+        yield from (up, errors, watched, unreadable, stale)
 
         leases = GaugeMetricFamily("confsync_vault_lease_seconds_remaining", "Seconds until a leased secret "
                                    "expires", labels=["source", "path"])

@@ -13,7 +13,7 @@ import logging
 import random
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from confsync import reload, write
@@ -39,16 +39,19 @@ class Reloads:
     `paced=False` (for `once`) fires at once, without `wait.min` spacing or `splay`: a one-shot run
     must not exit with a reload still to come, nor wait an hour of splay for it (issue 10).
     `describe(reloader, error)` is what may be logged of a failure (secrets: see Runner.safe_message).
+    `targets` are reloaders of the caller's own beside the configured ones (`confsync exec`: `exec`).
     """
 
-    def __init__(self, reloaders: dict[str, ReloaderConfig], wait_min: float, *, paced: bool = True,
-                 kick: Callable[[], None], describe: Callable[[str, ConfsyncError], str]) -> None:
+    def __init__(self, reloaders: dict[str, ReloaderConfig], targets: dict[str, Callable[[], Awaitable[str]]],
+                 wait_min: float, *, paced: bool = True, kick: Callable[[], None],
+                 describe: Callable[[str, ConfsyncError], str]) -> None:
         self.reloaders = reloaders
+        self.targets = targets
         self.wait_min = wait_min
         self.paced = paced
         self.kick = kick  # wakes the runner's worker, which tells when all is settled
         self.describe = describe
-        self.counts: dict[str, dict[str, int]] = {name: {"ok": 0, "failed": 0} for name in reloaders}
+        self.counts: dict[str, dict[str, int]] = {name: {"ok": 0, "failed": 0} for name in [*reloaders, *targets]}
         self._unreloaded: dict[str, list[Written]] = defaultdict(list)
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -60,6 +63,21 @@ class Reloads:
         """Some write is not yet followed by its reload, or a reload is in flight."""
         return bool(self._unreloaded or self._tasks)
 
+    def reconfigure(self, reloaders: dict[str, ReloaderConfig], wait_min: float) -> None:
+        """A config reload (SIGHUP): reloaders gone are forgotten, new ones start from zero."""
+        for name in set(self.reloaders) - set(reloaders):
+            self.counts.pop(name, None)
+            self._unreloaded.pop(name, None)
+            timer = self._timers.pop(name, None)
+            if timer:
+                timer.cancel()
+            task = self._tasks.get(name)
+            if task:
+                task.cancel()
+        for name in reloaders:
+            self.counts.setdefault(name, {"ok": 0, "failed": 0})
+        self.reloaders, self.wait_min = reloaders, wait_min
+
     def add(self, name: str, written: Written) -> None:
         self._unreloaded[name].append(written)
         self._request(name)
@@ -67,12 +85,15 @@ class Reloads:
     def _request(self, name: str) -> None:
         """Fire at most once per global `wait.min` window, after a random `splay` (consul-template#1671)."""
         if name in self._timers or name in self._tasks or self._closed:
+            return
+        if name not in self.reloaders and name not in self.targets:  # gone with a config reload
+            self._unreloaded.pop(name, None)
             return  # already coming, or in flight: its end asks again for the writes it did not take
-        cfg = self.reloaders[name]
+        splay = self.reloaders[name].splay if name in self.reloaders else 0.0
         delay = 0.0
         if self.paced:
             delay = max(0.0, self._last.get(name, -1e9) + self.wait_min - time.monotonic())
-            delay += random.uniform(0, cfg.splay) if cfg.splay else 0.0
+            delay += random.uniform(0, splay) if splay else 0.0
         if delay <= 0:
             self._start(name)
         else:
@@ -84,7 +105,7 @@ class Reloads:
         task.add_done_callback(lambda _: self._done(name, task))
 
     def _done(self, name: str, task: asyncio.Task[None]) -> None:
-        del self._tasks[name]
+        self._tasks.pop(name, None)
         if not task.cancelled() and task.exception():  # a bug of ours: say so, keep serving
             log.error("reload %s: internal error: %r", name, task.exception(),
                       extra={"event": "reload_failed", "reloader": name})
@@ -102,7 +123,7 @@ class Reloads:
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
         for name in list(self._unreloaded):
-            self.counts[name]["failed"] += 1
+            self.counts.setdefault(name, {"ok": 0, "failed": 0})["failed"] += 1
             log.error("reload %s not delivered: confsync stopped before it was done", name,
                       extra={"event": "reload_failed", "reloader": name})
         self._unreloaded.clear()
@@ -124,14 +145,16 @@ class Reloads:
             raise
 
     async def _fire(self, name: str) -> bool:
+        counts = self.counts.setdefault(name, {"ok": 0, "failed": 0})
         try:
-            done = await reload.fire(name, self.reloaders[name])
+            target = self.targets.get(name)
+            done = await (target() if target else reload.fire(name, self.reloaders[name]))
         except ConfsyncError as exc:
-            self.counts[name]["failed"] += 1
+            counts["failed"] += 1
             log.error("reload %s failed: %s (will retry at the next change)", name, self.describe(name, exc),
                       extra={"event": "reload_failed", "reloader": name})
             return False
-        self.counts[name]["ok"] += 1
+        counts["ok"] += 1
         log.info("reload %s: %s", name, done, extra={"event": "reloaded", "reloader": name})
         return True
 

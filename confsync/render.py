@@ -7,6 +7,7 @@ output of such a render is thrown away.
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 import tempfile
@@ -16,11 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from confsync import filters
+from confsync.config import RenderBudget
 from confsync.errors import TemplateError
-from confsync.sources import PLACEHOLDERS, Dep, Functions, Missing
+from confsync.sandbox import Budget, BudgetedEnvironment, BudgetError
+from confsync.sources import ABSENT, PLACEHOLDERS, Dep, Functions, Missing
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -31,6 +35,7 @@ class Result:
     error: TemplateError | None = None
 
 
+DEFAULT_BUDGET = RenderBudget()
 CACHE_VARIABLE = "CONFSYNC_TEMPLATE_CACHE"
 
 
@@ -42,23 +47,46 @@ def _bytecode_cache() -> jinja2.BytecodeCache | None:
     environments), private to this user: code loaded from a directory others can write would run
     as us. `CONFSYNC_TEMPLATE_CACHE=off` disables it; any problem with the directory does too.
     """
-    directory = os.environ.get(CACHE_VARIABLE) or os.path.join(tempfile.gettempdir(),
-                                                                f"confsync-templates-{os.geteuid()}")
+    directory = os.environ.get(CACHE_VARIABLE)
     if directory == "off":
         return None
     try:
+        # gettempdir() raises when no temp directory is writable: a read-only root filesystem
+        # with no volume on /tmp (issue 10, item 14).
+        directory = directory or os.path.join(tempfile.gettempdir(), f"confsync-templates-{os.geteuid()}")
         os.makedirs(directory, mode=0o700, exist_ok=True)
         st = os.lstat(directory)
-    except OSError:
+    except OSError as exc:
+        log.debug("template cache off: %s", exc)
         return None
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
         return None
-    return jinja2.FileSystemBytecodeCache(directory)
+    # Named apart from the caches of earlier versions: their code lacks the budget's checks (sandbox.py).
+    return jinja2.FileSystemBytecodeCache(directory, pattern="__confsync_budgeted_%s.cache")
+
+
+class FolderLoader(jinja2.FileSystemLoader):
+    """Templates from their folder only: `{% include %}` of a symlink that leads out of it is
+    refused, as `..` already is (issue 10, item 11). The templates the config names (`trusted`)
+    are the operator's choice, wherever their own symlinks point."""
+
+    def __init__(self, search_path: list[Path]) -> None:
+        super().__init__([str(p) for p in search_path])
+        self.trusted: set[str] = set()
+
+    def get_source(self, environment: jinja2.Environment, template: str) -> tuple[str, str, Any]:
+        source, filename, uptodate = super().get_source(environment, template)
+        real = os.path.realpath(filename)
+        folders = [os.path.realpath(p) for p in self.searchpath]
+        if template not in self.trusted and not any(real.startswith(f.rstrip("/") + "/") for f in folders):
+            raise jinja2.exceptions.SecurityError(f"{template!r} leads out of the template folder through a "
+                                                  "symlink")
+        return source, filename, uptodate
 
 
 def make_environment(search_path: list[Path], env_allow: frozenset[str] | None = None) -> jinja2.Environment:
-    env = ImmutableSandboxedEnvironment(
-        loader=jinja2.FileSystemLoader([str(p) for p in search_path]),
+    env = BudgetedEnvironment(
+        loader=FolderLoader(search_path),
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         keep_trailing_newline=True,
@@ -66,6 +94,7 @@ def make_environment(search_path: list[Path], env_allow: frozenset[str] | None =
         bytecode_cache=_bytecode_cache(),
     )
     env.filters.update(filters.FILTERS)
+    env.filters = {name: env.bounded_filter(name, func) for name, func in env.filters.items()}
     env.tests.update(filters.TESTS)
     env.globals.update(filters.GLOBALS)
 
@@ -85,11 +114,19 @@ class Template:
     loading through it is what lets the bytecode cache skip the compilation.
     """
 
-    def __init__(self, env: jinja2.Environment, path: Path, functions: dict[str, type[Functions]]) -> None:
+    def __init__(self, env: jinja2.Environment, path: Path, functions: dict[str, type[Functions]],
+                 text: str | None = None) -> None:
+        """`text`: an inline template (an `exec.env` value), called `path` in messages."""
         self.path = path
         self.functions = functions
+        if isinstance(env.loader, FolderLoader):
+            env.loader.trusted.add(path.name)
         try:
-            self.compiled = env.get_template(path.name)
+            if text is None:
+                self.compiled = env.get_template(path.name)
+            else:
+                code = env.compile(text, filename=str(path))
+                self.compiled = env.template_class.from_code(env, code, env.make_globals(None))
         except jinja2.TemplateSyntaxError as exc:
             raise TemplateError(f"{path}:{exc.lineno}: syntax error: {exc.message}") from None
         except jinja2.TemplateNotFound:
@@ -98,14 +135,18 @@ class Template:
             raise TemplateError(f"{path}: cannot read template: {exc}") from None
         self.compiled.filename = str(path)
 
-    def render(self, get: Callable[[Dep], Any]) -> Result:
-        """Render against `get(dep)` → value, a `Missing`, or None when not known yet."""
+    def render(self, get: Callable[[Dep], Any], limits: RenderBudget = DEFAULT_BUDGET,
+               deadline: float | None = None) -> Result:
+        """Render against `get(dep)` → value, a `Missing`, or None when not known yet, within
+        `limits` and by `deadline` (time.monotonic()) at the latest."""
         result = Result(text=None)
 
         def lookup(dep: Dep, default: Any) -> Any:
             result.used.add(dep)
             value = get(dep)
-            if isinstance(value, Missing) and not isinstance(default, Missing):
+            # The default stands in only for a value that does not exist: one that exists but cannot
+            # be read (a permission, not UTF-8) makes the template wait, and says why (issue 18).
+            if value == ABSENT and not isinstance(default, Missing):
                 return default
             if value is None or isinstance(value, Missing):
                 result.missing[dep] = value.reason if value else "waiting for the source's first answer"
@@ -114,19 +155,50 @@ class Template:
 
         names = {name: cls(name, lookup) for name, cls in self.functions.items()}
         try:
-            text = self.compiled.render(names)
+            env = self.compiled.environment
+            if isinstance(env, BudgetedEnvironment):
+                with env.running(Budget(limits, deadline)):
+                    text = self.compiled.render(names)
+            else:
+                text = self.compiled.render(names)
         except Exception as exc:
-            if not result.missing:  # else most likely caused by a placeholder: retried when data arrives
+            # Else most likely caused by a placeholder: retried when data arrives. The budget is
+            # the template's own doing, whatever it waits for.
+            if not result.missing or isinstance(exc, BudgetError):
                 kind, detail = _describe(exc)
                 result.error = TemplateError(f"{self.path}:{_line_of(exc, self.path)}: {kind}", detail)
             return result
         if not result.missing:
-            result.text = text
+            result.error = _too_long(text, limits, self.path) or _unencodable(text, self.path)
+            result.text = None if result.error else text
         return result
+
+
+def _too_long(text: str, limits: RenderBudget, path: Path) -> TemplateError | None:
+    if len(text) <= limits.max_output:
+        return None
+    return TemplateError(f"{path}: over the render budget: the output is {len(text)} characters, over "
+                         f"render.max_output ({limits.max_output}); nothing written")
+
+
+def _unencodable(text: str, path: Path) -> TemplateError | None:
+    """A lone surrogate (from a non-UTF-8 file name, or `"\\udc80"` through from_json) cannot be
+    written as UTF-8: a template error, not a crash of the writer (issue 10, item 1)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        line = text.count("\n", 0, exc.start) + 1
+        return TemplateError(f"{path}: output line {line} holds a lone surrogate, which is not "
+                             "Unicode text (from_json of a \\udcXX escape?); nothing written")
+    return None
 
 
 def _describe(exc: BaseException) -> tuple[str, str]:
     """The kind of failure, and the exception's own text: only the latter may quote a value."""
+    if isinstance(exc, BudgetError):
+        return "over the render budget", str(exc)
+    if isinstance(exc, MemoryError):
+        return "out of memory", ""
     if isinstance(exc, jinja2.exceptions.SecurityError):
         return "refused by the sandbox", str(exc)
     if isinstance(exc, jinja2.UndefinedError):

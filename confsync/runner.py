@@ -11,21 +11,23 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import difflib
+import functools
 import hashlib
 import logging
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from confsync import write
-from confsync.config import Config, TemplateConfig
-from confsync.errors import ConfsyncError, MissingDataError, TemplateError, WriteError
+from confsync import lint, write
+from confsync.config import Config, SourceConfig, TemplateConfig
+from confsync.errors import ConfigError, ConfsyncError, MissingDataError, TemplateError, WriteError
 from confsync.reloading import Reloads, Written
 from confsync.render import Template, make_environment
-from confsync.sources import Dep, Source, source_class
+from confsync.sources import ABSENT, Dep, Missing, Source, source_class
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +49,14 @@ class TemplateState:
     index: int
     cfg: TemplateConfig
     template: Template
-    target: write.Target
+    target: write.Target | Callable[[str], None]  # a file, or where an `exec.env` value's text goes
     deps: set[Dep] = field(default_factory=set)
     missing: dict[Dep, str] = field(default_factory=dict)
+    unreadable: dict[Dep, str] = field(default_factory=dict)  # missing because a read failed, not "not yet"
     changed: set[Dep] = field(default_factory=set)
     rendered: bool = False  # rendered completely at least once
     error: ConfsyncError | None = None
+    error_since: float | None = None  # monotonic time of the first failure since the last success
     wait_since: float | None = None
     timer: asyncio.TimerHandle | None = None
     # For /metrics:
@@ -63,19 +67,49 @@ class TemplateState:
     propagation: Timing = field(default_factory=Timing)  # change seen → file written
     changed_at: float | None = None  # monotonic time of the oldest change not yet written
     last_success: float | None = None  # wall-clock time of the last render that reached the disk
+    fingerprint: str = ""  # the text of the template and all it includes, set where configs reload
 
     @property
     def name(self) -> str:
         return str(self.cfg.destination)
 
+    def take_over(self, old: TemplateState) -> None:
+        """A config reload changed this template: keep its counters (Prometheus counters only grow)."""
+        self.renders, self.failures = old.renders, old.failures
+        self.render_time, self.write_time, self.propagation = old.render_time, old.write_time, old.propagation
+        self.last_success = old.last_success
+
+
+@dataclass
+class Plan:
+    """A new config checked and compiled, and how it differs from the running one."""
+
+    config: Config
+    templates: list[TemplateState]  # in the new config's order; unchanged ones are the running states
+    fresh: list[tuple[TemplateState, TemplateState | None]]  # new or changed, and the state each replaces
+    removed: list[TemplateState]
+    start: dict[str, SourceConfig]  # sources added or changed
+    close: set[str]  # sources removed or changed
+    changes: list[str]  # what an operator reads in the log: "+template out/b.conf", "~source kv"…
+
 
 class Runner:
-    """Drives all templates of a config. `reloads=False` for init; `dry_run`/`diff` for once."""
+    """Drives all templates of a config. `reloads=False` for init; `dry_run`/`diff` for once.
+
+    `confsync exec` (supervise.py) adds `exec_env`, which receives each `exec.env` value as it renders
+    (name, text: rendered like a template, never written), and `targets`, reload targets of its own
+    beside the configured reloaders (`exec`: tell the app).
+    """
 
     def __init__(self, config: Config, *, reloads: bool = True, dry_run: bool = False,
                  diff: Callable[[str], None] | None = None, force: bool = False,
-                 pace_reloads: bool = True) -> None:
+                 exec_env: Callable[[str, str], None] | None = None,
+                 targets: dict[str, Callable[[], Awaitable[str]]] | None = None,
+                 deadline: float | None = None, pace_reloads: bool = True) -> None:
         self.config = config
+        self.exec_env = exec_env
+        self.targets = targets or {}
+        self.deadline = deadline  # time.monotonic() by which once/init must be done, renders included
         self.reload_enabled = reloads
         self.dry_run = dry_run
         self.diff = diff
@@ -83,24 +117,29 @@ class Runner:
         self.sources: dict[str, Source] = {}
         self.values: dict[Dep, Any] = {}
         self.users: dict[Dep, set[TemplateState]] = defaultdict(set)
-        self.templates = self._load_templates()
+        self.templates = self._load_templates(config)
         self._due: set[TemplateState] = set(self.templates)
         self._kick = asyncio.Event()
         self._stopping = False
         self.settled = asyncio.Event()  # every template rendered, or one failed for good
         self.source_down: dict[str, str] = {}
+        self.down_since: dict[str, float] = {}  # monotonic
+        # Values that exist but cannot be read (issue 18): dep → (why, monotonic time since).
+        self.unreadable: dict[Dep, tuple[str, float]] = {}
         self.source_errors: dict[str, int] = defaultdict(int)
-        self.reloaders = Reloads(config.reloaders, config.wait.min, paced=pace_reloads, kick=self._kick.set,
-                                 describe=lambda name, error: self.safe_message(error, self._reloads_secret(name)))
+        self.reloaders = Reloads(config.reloaders, self.targets, config.wait.min, paced=pace_reloads,
+                                 kick=self._kick.set, describe=self._describe_reload_error)
         self.reloads = self.reloaders.counts  # reloader → {"ok": n, "failed": n}, for /metrics
         self.worker: asyncio.Task[None] | None = None
+        self.config_reloads = {"ok": 0, "failed": 0}
+        self._plans: list[tuple[Plan, asyncio.Future[None]]] = []
 
-    def _load_templates(self) -> list[TemplateState]:
-        functions = {name: source_class(s.type).functions for name, s in self.config.sources.items()}
+    def _load_templates(self, config: Config) -> list[TemplateState]:
+        functions = {name: source_class(s.type).functions for name, s in config.sources.items()}
         envs: dict[Any, Any] = {}
-        allow = frozenset(self.config.env_allow) if self.config.env_allow is not None else None
+        allow = frozenset(config.env_allow) if config.env_allow is not None else None
         states = []
-        for i, cfg in enumerate(self.config.templates):
+        for i, cfg in enumerate(config.templates):
             folder = cfg.source.parent
             env = envs.get(folder) or envs.setdefault(folder, make_environment([folder], allow))
             target = write.Target(
@@ -108,7 +147,107 @@ class Runner:
                 max_shrink=cfg.max_shrink, allow_shrink=cfg.allow_shrink or self.force, format=cfg.format,
                 allowed_roots=cfg.allowed_roots)
             states.append(TemplateState(i, cfg, Template(env, cfg.source, functions), target))
+        if sink := self.exec_env:
+            folder = self.config.path.parent
+            env = envs.get(folder) or envs.setdefault(folder, make_environment([folder], allow))
+            for name, text in self.config.exec.env.items():
+                label = f"exec.env.{name}"  # how logs, errors and /metrics call it: never by its value
+                cfg = TemplateConfig(source=self.config.path, destination=Path(label))
+                template = Template(env, Path(label), functions, text)
+                states.append(TemplateState(len(states), cfg, template, functools.partial(sink, name)))
         return states
+
+    def fingerprint(self, states: list[TemplateState]) -> list[str]:
+        """Remember what each template's text is, so that a config reload can tell what changed;
+        returns the problems found on the way (a missing include, an undefined name)."""
+        problems = []
+        for state in states:
+            env = state.template.compiled.environment
+            walk = lint.walk(env, state.cfg.source.name, state.template.functions)
+            state.fingerprint = walk.fingerprint()
+            problems += walk.problems
+        return problems
+
+    # -- config reload (SIGHUP) -------------------------------------------------------------------
+
+    def plan(self, config: Config) -> Plan:
+        """Compile `config`'s templates and compare with the running config; raises what is wrong."""
+        old = self.config
+        states = self._load_templates(config)
+        problems = self.fingerprint(states)
+        if problems:
+            raise TemplateError("; ".join(problems))
+        start = {n: s for n, s in config.sources.items() if old.sources.get(n) != s}
+        close = {n for n, s in old.sources.items() if config.sources.get(n) != s}
+        retyped = {n for n in start if n in old.sources and old.sources[n].type != start[n].type}
+        running = {s.name: s for s in self.templates}
+        plan = Plan(config, [], [], [], start, close, [])
+        for new in states:
+            prior = running.pop(new.name, None)
+            if prior and prior.cfg == new.cfg and prior.fingerprint == new.fingerprint \
+                    and config.env_allow == old.env_allow and not any(d.source in retyped for d in prior.deps):
+                prior.index, prior.template = new.index, new.template  # same text, the new sources' names
+                plan.templates.append(prior)
+                continue
+            plan.templates.append(new)
+            plan.fresh.append((new, prior))
+            plan.changes.append(f"{'~' if prior else '+'}template {new.name}")
+        plan.removed = list(running.values())
+        plan.changes += [f"-template {s.name}" for s in plan.removed]
+        plan.changes += [f"{'~' if n in old.sources else '+'}source {n}" for n in start]
+        plan.changes += [f"-source {n}" for n in close - set(start)]
+        for name in sorted(set(old.reloaders) | set(config.reloaders)):
+            before, after = old.reloaders.get(name), config.reloaders.get(name)
+            if before != after:
+                plan.changes.append(f"{'+' if before is None else '-' if after is None else '~'}reloader {name}")
+        return plan
+
+    async def reconfigure(self, plan: Plan) -> None:
+        """Apply `plan` between two renders (the worker does it: no render sees half a config)."""
+        done = asyncio.get_running_loop().create_future()
+        self._plans.append((plan, done))
+        self._kick.set()
+        await done
+
+    async def _apply(self, plan: Plan) -> None:
+        started: dict[str, Source] = {}
+        try:  # sources first: one that cannot start refuses the whole config
+            for name, spec in plan.start.items():
+                started[name] = source_class(spec.type)(name, spec.options, self)
+                await started[name].start()
+        except Exception as exc:
+            for source in started.values():
+                await source.close()
+            raise ConfigError(f"sources.{name}: cannot start: {exc}") from None
+        self.config = plan.config
+        for new, prior in plan.fresh:
+            if prior:  # hand its watches over: the new version most likely uses the same keys
+                if prior.timer:
+                    prior.timer.cancel()
+                new.take_over(prior)
+                for dep in prior.deps:
+                    self.users[dep].discard(prior)
+                    self.users[dep].add(new)
+                new.deps = prior.deps
+                self._due.discard(prior)
+            self._due.add(new)
+        for state in plan.removed:
+            if state.timer:
+                state.timer.cancel()
+            self._due.discard(state)
+            self._set_deps(state, set())
+        for name in plan.close:
+            await self.sources.pop(name).close()
+            self.source_down.pop(name, None)
+        self.sources.update(started)
+        for dep in self.users:
+            if dep.source in started:
+                started[dep.source].watch(dep)
+        self.reloaders.reconfigure(plan.config.reloaders, plan.config.wait.min)
+        self.templates = plan.templates
+        self.config_reloads["ok"] += 1
+        log.info("config reloaded from %s: %s", plan.config.path, ", ".join(plan.changes) or "nothing changed",
+                 extra={"event": "config_reloaded", "changed": plan.changes})
 
     # -- the Sink the sources push into -------------------------------------------------------
 
@@ -116,12 +255,28 @@ class Runner:
         if dep not in self.users or self.values.get(dep) == value:
             return  # unwatched by now, or no change: nothing to render
         self.values[dep] = value
+        self._note_readable(dep, value)
         for state in self.users[dep]:
             self._mark_changed(state, dep)
 
+    def _note_readable(self, dep: Dep, value: Any) -> None:
+        """A value that exists but cannot be read (permission, not UTF-8…) is a failure, said at
+        warning and kept for /readyz and /metrics, never a silent wait (issue 18)."""
+        if isinstance(value, Missing) and value != ABSENT:
+            known = self.unreadable.get(dep)
+            if known is None or known[0] != value.reason:
+                log.warning("%s cannot be read: %s (templates using it wait; their files keep their last "
+                            "content)", dep, value.reason,
+                            extra={"event": "unreadable", "source": dep.source, "key": str(dep)})
+            self.unreadable[dep] = (value.reason, known[1] if known else time.monotonic())
+        elif self.unreadable.pop(dep, None):
+            log.info("%s can be read again", dep, extra={"event": "readable", "source": dep.source, "key": str(dep)})
+
     def source_status(self, source: str, up: bool, reason: str = "") -> None:
         if not up and self.source_down.get(source) != reason:
-            self.source_errors[source] += 1
+            if source not in self.source_down:  # an outage, not a change of its reason (issue 18)
+                self.source_errors[source] += 1
+                self.down_since[source] = time.monotonic()
             log.warning("source %s unavailable: %s (keeping last known values)", source, reason,
                         extra={"event": "source_down", "source": source})
             self.source_down[source] = reason
@@ -132,6 +287,11 @@ class Runner:
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        if not self.dry_run:
+            for state in self.templates:
+                for path in write.sweep_stale(state.cfg.destination):
+                    log.info("removed %s, left by an interrupted write", path,
+                             extra={"event": "stale_temp_removed", "template": state.name})
         for name, spec in self.config.sources.items():
             source = source_class(spec.type)(name, spec.options, self)
             self.sources[name] = source
@@ -143,6 +303,14 @@ class Runner:
         while not self._stopping:
             await self._kick.wait()
             self._kick.clear()
+            while self._plans:
+                plan, done = self._plans.pop(0)
+                try:
+                    await self._apply(plan)
+                except ConfsyncError as exc:
+                    done.set_exception(exc)
+                else:
+                    done.set_result(None)
             due = sorted(self._due, key=lambda s: s.index)
             self._due.clear()
             for state in due:
@@ -151,8 +319,9 @@ class Runner:
                     continue
                 change = await self._render(state)
                 if change and self.reload_enabled:
+                    # `exec` outside `confsync exec`: there is no app of ours to tell.
                     written = Written(state.name, self._target(state), change, state.cfg.rollback)
-                    for name in state.cfg.reload:
+                    for name in (n for n in state.cfg.reload if n in self.reloads):
                         self.reloaders.add(name, written)
             if (all(s.rendered for s in self.templates) and not self.reloaders.pending) \
                     or any(_fatal(s.error) for s in self.templates):
@@ -198,7 +367,7 @@ class Runner:
     async def _render(self, state: TemplateState) -> write.Change | None:
         """Render one template and write it; what changed on disk, if anything."""
         started = time.monotonic()
-        result = state.template.render(self.values.get)
+        result = state.template.render(self.values.get, self.config.render, self.deadline)
         state.render_time.add(time.monotonic() - started)
         # After an error keep watching what the last good render used too: either may fix it.
         self._set_deps(state, result.used | state.deps if result.error else result.used)
@@ -207,48 +376,71 @@ class Runner:
             state.changed = set()
             self._failed(state, result.error, "template")
             return None
+        self._note_unreadable(state)
         if result.text is None:
             log.debug("%s waits for %s", state.name, ", ".join(map(str, result.missing)),
                       extra={"event": "waiting", "template": state.name})
             return None
         changed, state.changed = state.changed, set()
         state.renders += 1
+        if callable(state.target):  # an `exec.env` value: to the supervisor, never to disk or a diff
+            state.rendered, state.error, state.last_success = True, None, time.time()
+            state.target(result.text)
+            return None
         data = result.text.encode("utf-8")
         log.debug("rendered %s", state.name, extra={"event": "rendered", "template": state.name,
                                                     "changed": sorted(map(str, changed))})
         target = self._target(state)
         if self.diff:
             self.diff(_unified_diff(target, data))
-        if self.dry_run:
-            state.rendered, state.error = True, None
-            return None
         started = time.monotonic()
         try:
-            written = await write.write(target, data)
+            written = await write.write(target, data, dry_run=self.dry_run)
         except write.RefusedError as exc:
             self._failed(state, exc, "refused")
             return None
         except WriteError as exc:
             self._failed(state, exc, "write")
             return None
+        if self.dry_run:
+            state.rendered, state.error, state.error_since = True, None, None
+            return None
         now = time.monotonic()
         state.write_time.add(now - started)
         if state.changed_at is not None:
             state.propagation.add(now - state.changed_at)
             state.changed_at = None
-        first, state.rendered, state.error = not state.rendered, True, None
+        first, state.rendered, state.error, state.error_since = not state.rendered, True, None, None
         state.last_success = time.time()
         if written:
             digest = hashlib.sha256(data).hexdigest()
-            log.info("wrote %s (%d bytes, sha256 %s; %s)", state.name, len(data), digest[:12],
-                     "first render" if first else "changed: " + ", ".join(sorted(map(str, changed))),
+            why = ("created" if written.previous is None else "changed: the file on disk differed" if first
+                   else "changed: " + ", ".join(sorted(map(str, changed))))
+            log.info("wrote %s (%d bytes, sha256 %s; %s)", state.name, len(data), digest[:12], why,
                      extra={"event": "written", "template": state.name, "bytes": len(data),
                             "sha256": digest, "changed": sorted(map(str, changed))})
         return written
 
+    def _note_unreadable(self, state: TemplateState) -> None:
+        """A watched value that cannot be read (not UTF-8, a read error, or deleted after the
+        template rendered) is a warning, a failure count and not-ready, never a quiet wait (issue 10,
+        item 13). A key absent from the start is only waited for: `init` exists for that."""
+        unreadable = {dep: why for dep, why in state.missing.items()
+                      if isinstance(value := self.values.get(dep), Missing) and (state.rendered or value is not ABSENT)}
+        for dep, why in unreadable.items():
+            if state.unreadable.get(dep) != why:
+                log.warning("%s cannot be rendered: %s %s (keeping the last good file)", state.name, dep, why,
+                            extra={"event": "unreadable", "template": state.name, "source": dep.source,
+                                   "key": str(dep)})
+        if unreadable:
+            state.failures["unreadable"] += 1
+        state.unreadable = unreadable
+
     def _failed(self, state: TemplateState, error: ConfsyncError, kind: str) -> None:
         error = type(error)(self.safe_message(error, self._is_secret(state)))
         state.error = error
+        if state.error_since is None:
+            state.error_since = time.monotonic()
         state.failures[kind] += 1
         log.error("%s not written: %s", state.name, error, extra={"event": "render_failed",
                                                                  "template": state.name, "reason": kind})
@@ -256,12 +448,13 @@ class Runner:
     def _is_secret(self, state: TemplateState) -> bool:
         return any(getattr(self.sources[d.source], "secret", False) for d in state.deps)
 
-    def _reloads_secret(self, reloader: str) -> bool:
-        return any(self._is_secret(s) for s in self.templates if reloader in s.cfg.reload)
-
     def _target(self, state: TemplateState) -> write.Target:
         """Templates that used a secret get 0600 files and private backups unless perms say so."""
+        assert isinstance(state.target, write.Target)  # `exec.env` values never get this far
         return dataclasses.replace(state.target, secret=True) if self._is_secret(state) else state.target
+
+    def _describe_reload_error(self, reloader: str, error: ConfsyncError) -> str:
+        return self.safe_message(error, any(self._is_secret(s) for s in self.templates if reloader in s.cfg.reload))
 
     def safe_message(self, error: ConfsyncError, secret: bool) -> str:
         """What may be told of an error (issue 10). For a secret-bearing template or reloader: what
@@ -290,15 +483,58 @@ class Runner:
             if not users:
                 del self.users[dep]
                 self.values.pop(dep, None)
-                self.sources[dep.source].unwatch(dep)
+                self.unreadable.pop(dep, None)
+                if dep.source in self.sources:  # else removed by a config reload
+                    self.sources[dep.source].unwatch(dep)
         state.deps = used
 
     # -- reports --------------------------------------------------------------------------------
 
+    def dump(self, signum: int = 0) -> None:
+        """SIGUSR1: one log line per template and source, saying where each stands (never a value)."""
+        for state in self.templates:
+            status = ("failing: " + str(state.error) if state.error else "rendered" if state.rendered
+                      else "waiting for " + ", ".join(sorted(map(str, state.missing))))
+            log.info("state: %s ← %s: %s; %d dependencies, %d renders", state.name, state.cfg.source, status,
+                     len(state.deps), state.renders, extra={"event": "state", "template": state.name})
+        for name in self.sources:
+            down = self.source_down.get(name)
+            watched = sum(1 for dep in self.users if dep.source == name)
+            log.info("state: source %s: %s; %d dependencies watched", name, f"unavailable: {down}" if down
+                     else "available", watched, extra={"event": "state", "source": name})
+        for name, counts in self.reloads.items():
+            log.info("state: reloader %s: %d delivered, %d failed", name, counts["ok"], counts["failed"],
+                     extra={"event": "state", "reloader": name})
+
     def waiting(self) -> dict[str, dict[str, str]]:
-        """Templates not rendered yet → the dependencies each waits for, and why."""
+        """Templates not rendered yet, or whose watched values cannot be read → the dependencies
+        each waits for, and why."""
         return {s.name: {str(dep): why for dep, why in s.missing.items()}
-                for s in self.templates if not s.rendered}
+                for s in self.templates if not s.rendered or s.unreadable}
+
+    def stale(self) -> dict[str, tuple[float, dict[str, str]]]:
+        """Rendered templates that cannot get fresh data: for how many seconds, and why (issue 18).
+        A value that cannot be read, a source down, or a render or write that fails."""
+        now = time.monotonic()
+        found = {}
+        for state in self.templates:
+            if not state.rendered:
+                continue  # waiting(): not ready anyway
+            why: dict[str, str] = {}
+            since: list[float] = []
+            for dep in state.deps:
+                if dep in self.unreadable:
+                    why[str(dep)], started = self.unreadable[dep]
+                    since.append(started)
+                elif dep.source in self.source_down:
+                    why[f"source {dep.source}"] = f"unavailable: {self.source_down[dep.source]}"
+                    since.append(self.down_since.get(dep.source, now))
+            if state.error is not None:
+                why["render"] = str(state.error)
+                since.append(state.error_since or now)
+            if why:
+                found[state.name] = (now - min(since), why)
+        return found
 
     def first_error(self) -> ConfsyncError | None:
         return next((s.error for s in self.templates if s.error), None)

@@ -12,9 +12,11 @@ import contextlib
 import errno
 import logging
 import os
+import re
 import shlex
 import stat
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -70,10 +72,11 @@ def current(path: Path) -> bytes | None:
         raise WriteError(f"{path}: cannot read the current file: {exc.strerror}") from None
 
 
-async def write(target: Target, data: bytes, *, guard: bool = True) -> Change | None:
+async def write(target: Target, data: bytes, *, guard: bool = True, dry_run: bool = False) -> Change | None:
     """Put `data` at `target.destination`; None when the file already held exactly that.
 
-    `guard=False` is for rollback, which restores bytes that were live a moment ago.
+    `guard=False` is for rollback, which restores bytes that were live a moment ago. `dry_run`
+    applies every guard and the check command as the write would, and writes nothing (issue 11 item 3).
     """
     dest = target.destination
     _check_inside_roots(target)
@@ -82,6 +85,9 @@ async def write(target: Target, data: bytes, *, guard: bool = True) -> Change | 
         return None
     if guard:
         _check_guards(target, data, old)
+    if dry_run:
+        await _rehearse(target, data)
+        return Change(previous=old)
     staged = _stage(target, data, old is not None)
     try:
         if guard and target.format:
@@ -99,17 +105,36 @@ async def write(target: Target, data: bytes, *, guard: bool = True) -> Change | 
     return Change(previous=old)
 
 
+async def _rehearse(target: Target, data: bytes) -> None:
+    """The format and check guards on a copy staged in a private directory, under the destination's name."""
+    if target.format:
+        _check_format(target, data)
+    if target.check:
+        with tempfile.TemporaryDirectory(prefix="confsync-dry-run-") as directory:
+            staged = Path(directory, target.destination.name)
+            staged.write_bytes(data)
+            os.chmod(staged, target.mode(None))
+            await _check(target, staged)
+
+
 def _check_inside_roots(target: Target) -> None:
-    """Refuse a destination that resolves, through `..` or symlinks, outside the allowed roots."""
+    """Refuse a destination that resolves, through `..` or symlinks, outside the allowed roots.
+
+    A root that is itself a symlink is never trusted: `ln -s /etc out` in a shared volume would
+    otherwise make `/etc` the root of `out/app.conf` (issue 10, item 11). The directories above a
+    root are the operator's, and are resolved.
+    """
     dest = target.destination
     roots = target.allowed_roots or (Path(os.path.normpath(dest.parent)),)
     real = os.path.realpath(dest)
+    linked = [root for root in roots if os.path.islink(root)]
     for root in roots:
         real_root = os.path.realpath(root)
-        if real == real_root or real.startswith(real_root.rstrip("/") + "/"):
+        if root not in linked and (real == real_root or real.startswith(real_root.rstrip("/") + "/")):
             return
+    why = f"; {', '.join(map(str, linked))}: a symlink, never trusted as a root (name its target)" if linked else ""
     raise RefusedError(f"{dest}: resolves to {real}, outside the allowed roots "
-                       f"({', '.join(map(str, roots))}); refused")
+                       f"({', '.join(map(str, roots))}){why}; refused")
 
 
 def _check_guards(target: Target, data: bytes, old: bytes | None) -> None:
@@ -260,6 +285,35 @@ def _write_in_place(staged: Path, dest: Path) -> None:
     finally:
         with contextlib.suppress(OSError):
             os.unlink(staged)
+
+
+# Left by a write that was killed (`kill -9`, OOM) between staging and rename: mkstemp's
+# `.NAME.XXXXXXXX.tmp` and the backup's `.NAME.bak.tmp`. A write in flight is younger than its
+# check's timeout, so only files older than this are removed (issue 10, item 12).
+STALE_AGE = 600.0
+_STAGED_SUFFIX = re.compile(r"(?:[a-z0-9_]{8}|bak)\.tmp")
+
+
+def sweep_stale(destination: Path) -> list[Path]:
+    """Remove the stale temp files confsync left beside `destination`; the ones removed."""
+    prefix = f".{destination.name}."
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(destination.parent))
+    except OSError:
+        return removed
+    now = time.time()
+    for entry in entries:
+        if not entry.name.startswith(prefix) or not _STAGED_SUFFIX.fullmatch(entry.name[len(prefix):]):
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+            if stat.S_ISREG(st.st_mode) and now - st.st_mtime > STALE_AGE:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+        except OSError:
+            continue  # gone already, or not ours to remove
+    return removed
 
 
 def fsync_dir(directory: Path) -> None:

@@ -22,6 +22,21 @@ ROOT = Path(__file__).resolve().parent.parent
 DEADLINE = 20.0
 
 
+def build_ctrender(directory: Path) -> Path:
+    """Build tests/gotemplate/main.go (Go's text/template with consul-template's functions) into
+    `directory`: standard library only, so no module download; the build cache stays in there too."""
+    import shutil
+
+    go = shutil.which("go")
+    assert go, "Go is needed (Debian's golang-go, installed by scripts/test-deps.sh)"
+    binary = directory / "ctrender"
+    env = {**os.environ, "GOCACHE": str(directory / "gocache"), "GOPATH": str(directory / "gopath"),
+           "GO111MODULE": "off", "GOFLAGS": ""}
+    subprocess.run([go, "build", "-o", str(binary), str(ROOT / "tests" / "gotemplate" / "main.go")],
+                   check=True, env=env, timeout=300)
+    return binary
+
+
 def cli_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONFSYNC_")}
     env["PYTHONPATH"] = str(ROOT)  # the checkout under test, wherever the venv's install points
@@ -35,15 +50,19 @@ def confsync(*args: str, cwd: Path | None = None, timeout: float = 60, **env: st
 
 
 class Daemon:
-    """`confsync run` as a real process with JSON logs read line by line on a thread."""
+    """`confsync run` (or `mode`) as a real process with JSON logs read line by line on a thread;
+    `prefix` runs it under another command (`unshare …`)."""
 
-    def __init__(self, *args: str, cwd: Path | None = None, max_fds: int | None = None, **env: str) -> None:
+    def __init__(self, *args: str, cwd: Path | None = None, mode: str = "run", prefix: tuple[str, ...] = (),
+                 argv: list[str] | None = None, max_fds: int | None = None, **env: str) -> None:
+        """`argv`: the whole command line instead (its logs must be JSON: CONFSYNC_LOG_FORMAT=json)."""
         def limit_fds() -> None:
             if max_fds is not None:  # RLIMIT_NOFILE, as a container runtime may set it
                 resource.setrlimit(resource.RLIMIT_NOFILE, (max_fds, max_fds))
 
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "confsync", "run", "--log-format", "json", "--log-level", "debug", *args],
+            argv or [*prefix, sys.executable, "-m", "confsync", mode, "--log-format", "json", "--log-level", "debug",
+                     *args],
             cwd=cwd, env=cli_env(**env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             preexec_fn=limit_fds,
         )
@@ -172,3 +191,38 @@ def wait_until(predicate: Callable[[], Any], timeout: float = DEADLINE, what: st
             return value
         time.sleep(0.01)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def documented_security_context() -> dict[str, Any]:
+    """docs/kubernetes.md's recommended security context (the yaml block under its "Security
+    context" heading), pod-level and container-level fields merged: what the image test runs with
+    and what every example pod must have."""
+    import re
+
+    import yaml
+
+    section = (ROOT / "docs" / "kubernetes.md").read_text().split("## Security context", 1)[1]
+    block = re.search(r"```yaml\n(.*?)```", section, re.S)
+    assert block, "docs/kubernetes.md: no yaml block under 'Security context'"
+    doc = yaml.safe_load(block.group(1))
+    return {**doc["securityContext"], **doc["containers"][0]["securityContext"]}
+
+
+def readyz(port: int) -> tuple[int, dict[str, Any]]:
+    """The daemon's /readyz on 127.0.0.1:port: its status and its JSON body, 503 or not."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def metrics_text(port: int) -> str:
+    """The daemon's /metrics on 127.0.0.1:port."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+        return str(reply.read().decode())

@@ -85,7 +85,7 @@ def test_check_validates_without_writing(project, tmp_path):
     assert not (tmp_path / "out").exists()
     (tmp_path / "app.conf.j2").write_text("{% if %}")
     result = confsync("check", "-c", str(cfg))
-    assert result.returncode == 1 and "app.conf.j2:1: syntax error" in result.stderr
+    assert result.returncode == 2 and "app.conf.j2:1: syntax error" in result.stderr
 
 
 def test_config_error_exits_2_naming_the_field(project):
@@ -260,3 +260,4 @@ def test_env_overrides_log_format(project):
     result = confsync("once", "-c", str(cfg), CONFSYNC_LOG_FORMAT="json")
     assert result.returncode == 0
     assert result.stderr.lstrip().startswith("{")
+

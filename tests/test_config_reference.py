@@ -1,7 +1,7 @@
 """docs/configuration.md cannot drift from the config model.
 
 Every field of the model (the top-level keys of `Config`, `TemplateConfig`, `ReloaderConfig`,
-`Wait`, and each source type's `Options`) must be a row of the reference's table under its own
+`Wait`, `RenderBudget`, and each source type's `Options`) must be a row of the reference's table under its own
 section, found by the section's explicit heading id (`## Templates {#templates}`). A source type's
 options may instead be documented in its own page, docs/sources/<type>.md, as table rows. Nested
 option groups (a dataclass inside `Options`) are documented as `group.key` or as `key`.
@@ -84,6 +84,8 @@ def _hints(cls: type) -> dict[str, object]:
     ("templates", config_model.TemplateConfig),
     ("reloaders", config_model.ReloaderConfig),
     ("wait", config_model.Wait),
+    ("exec", config_model.ExecConfig),
+    ("render", config_model.RenderBudget),
 ], ids=lambda v: v if isinstance(v, str) else "")
 def test_core_keys_documented(section: str, cls: type) -> None:
     documented = _section_keys(REFERENCE.read_text(), section)

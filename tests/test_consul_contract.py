@@ -13,6 +13,7 @@ Behaviours are taken from https://developer.hashicorp.com/consul/api-docs
 from __future__ import annotations
 
 import base64
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -482,3 +483,95 @@ def test_catalog_services_lists_tags_and_follows_deregistration(
         watcher.http.session.close()
     assert svc not in services
     assert int(new_index) > int(index)
+
+
+# --------------------------------------------------------------------------- #
+# Issue 17: ACL filtering, capped waits, index reset, root ?keys, ?passing
+# --------------------------------------------------------------------------- #
+
+
+def test_anonymous_folder_read_is_filtered_not_refused(acl_target: ConsulTarget, kv_prefix: str) -> None:
+    """agent/consul/acl.go `filterDirEnt`: a recursive read drops what the token may not read (here,
+    everything: default deny) and answers 404, not 403; the filtered-by-ACLs header is masked for the
+    anonymous token (rpc.go `maskResultsFilteredByACLs`). One key is refused (kvs_endpoint.go `Get`)."""
+    with acl_target.http() as authed:
+        assert authed.put(f"/v1/kv/{kv_prefix}folder/a", content=b"1").json() is True
+    with acl_target.http(token=None) as anon:
+        resp = anon.get(f"/v1/kv/{kv_prefix}folder/", params={"recurse": ""})
+        assert resp.status_code == 404, resp.text
+        assert "X-Consul-Results-Filtered-By-ACLs" not in resp.headers
+        assert int(resp.headers["X-Consul-Index"]) >= 1
+        assert anon.get(f"/v1/kv/{kv_prefix}folder/a").status_code == 403
+
+
+def test_anonymous_health_read_is_empty_not_refused(acl_target: ConsulTarget, catalog_scratch) -> None:
+    """acl.go `filterCheckServiceNodes` needs node:read and service:read: the anonymous token of a
+    default-deny cluster gets [] with 200, not 403."""
+    service, node = catalog_scratch.name("hidden"), catalog_scratch.name("node")
+    with acl_target.http() as authed:
+        _register_instance(catalog_scratch, authed, node, service, [], "passing", 8080)
+        assert len(authed.get(f"/v1/health/service/{service}").json()) == 1
+    with acl_target.http(token=None) as anon:
+        resp = anon.get(f"/v1/health/service/{service}")
+        assert resp.status_code == 200 and resp.json() == []
+        assert "X-Consul-Results-Filtered-By-ACLs" not in resp.headers
+
+
+def _max_query_time(target: ConsulTarget) -> float | None:
+    """The server's cap on ?wait: set on the emulator; read from CONSUL_MAX_QUERY_TIME (seconds) for
+    a real Consul (the agent's `limits { max_query_time = "1s" }`), else skipped."""
+    if target.emulator is not None:
+        target.emulator.max_query_time = 1.0
+        return 1.0
+    value = os.environ.get("CONSUL_MAX_QUERY_TIME")
+    return float(value) if value else None
+
+
+def test_a_wait_beyond_max_query_time_is_capped_and_answers_the_same_index(
+        consul_target: ConsulTarget, consul_http: httpx.Client, kv_prefix: str) -> None:
+    """rpc.go `RPCQueryTimeout`: the wait is cut to max_query_time (plus jitter), and the reply does
+    not say so: same index, unchanged data — not an early reply of a misbehaving server."""
+    cap = _max_query_time(consul_target)
+    if cap is None or cap > 30:
+        pytest.skip("set CONSUL_MAX_QUERY_TIME to the agent's limits.max_query_time (at most 30 s)")
+    try:
+        consul_http.put(f"/v1/kv/{kv_prefix}capped", content=b"v")
+        index = index_of(consul_http.get(f"/v1/kv/{kv_prefix}capped"))
+        resp, took = timed(lambda: consul_http.get(f"/v1/kv/{kv_prefix}capped",
+                                                   params={"index": index, "wait": "60s"}, timeout=90))
+        assert index_of(resp) == index
+        assert took < 60  # answered at the cap, well before the wait asked for
+    finally:
+        if consul_target.emulator is not None:
+            consul_target.emulator.max_query_time = 600.0
+
+
+def test_an_index_ahead_of_the_server_waits_then_answers_a_lower_index(
+        consul_http: httpx.Client, kv_prefix: str) -> None:
+    """After a snapshot restore or a data loss the index a client holds is ahead of the server's: the
+    blocking query waits its wait out and answers the lower index — the client's cue to reset to 0
+    (features/blocking.mdx, "Implementation details")."""
+    consul_http.put(f"/v1/kv/{kv_prefix}reset", content=b"v")
+    index = index_of(consul_http.get(f"/v1/kv/{kv_prefix}reset"))
+    resp = consul_http.get(f"/v1/kv/{kv_prefix}reset", params={"index": index + 1_000_000, "wait": SHORT_WAIT})
+    assert resp.status_code == 200 and index_of(resp) < index + 1_000_000
+
+
+def test_root_keys_answers_a_list(consul_http: httpx.Client) -> None:
+    """kvs_endpoint.go `KVSGetKeys`: no 404 for the root, an empty list at worst."""
+    resp = consul_http.get("/v1/kv/", params={"keys": ""})
+    assert resp.status_code == 200 and isinstance(resp.json(), list)
+
+
+def test_passing_is_a_boolean_and_tags_are_anded_case_insensitively(consul_http: httpx.Client, catalog_scratch) -> None:
+    """health_endpoint.go: ?passing is parsed as a boolean (?passing=false filters nothing); several
+    ?tag= must all match, compared case-insensitively (state/catalog.go `serviceTagsFilter`)."""
+    service = catalog_scratch.name("bool")
+    _register_instance(catalog_scratch, consul_http, catalog_scratch.name("n1"), service, ["Blue", "v2"], "passing", 1)
+    _register_instance(catalog_scratch, consul_http, catalog_scratch.name("n2"), service, ["blue"], "critical", 2)
+    path = f"/v1/health/service/{service}"
+    assert len(consul_http.get(path, params={"passing": "false"}).json()) == 2
+    assert len(consul_http.get(path, params={"passing": ""}).json()) == 1
+    assert consul_http.get(path, params={"passing": "maybe"}).status_code == 400
+    both = consul_http.get(path, params=[("tag", "blue"), ("tag", "V2")]).json()
+    assert [e["Service"]["Port"] for e in both] == [1]

@@ -24,7 +24,7 @@ except ImportError:  # imported as part of a ``tests`` package
 
 pytestmark = pytest.mark.consul
 
-EMULATOR_SCRIPT = Path(__file__).with_name("consul_emulator.py")
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -207,6 +207,7 @@ def test_bad_requests(emu: ConsulEmulator, http: httpx.Client) -> None:
 def test_stale_read_and_no_leader(emu: ConsulEmulator, http: httpx.Client) -> None:
     resp = http.get("/v1/kv/k", params={"stale": ""})
     assert resp.headers["X-Consul-Effective-Consistency"] == "stale"
+    emu.rpc_hold_timeout = 0.2
     emu.leader = ""
     assert http.get("/v1/status/leader").json() == ""
     resp = http.get("/v1/kv/k")
@@ -215,6 +216,31 @@ def test_stale_read_and_no_leader(emu: ConsulEmulator, http: httpx.Client) -> No
     resp = http.get("/v1/kv/k", params={"stale": ""})
     assert resp.status_code == 404
     assert resp.headers["X-Consul-KnownLeader"] == "false"
+
+
+def test_an_election_holds_requests_and_leader_loss_fails_queries_in_flight(
+        emu: ConsulEmulator, http: httpx.Client) -> None:
+    """rpc.go `forwardRequestToLeader`: without a leader a request waits up to rpc_hold_timeout for
+    one; an election inside that window answers it normally."""
+    http.put("/v1/kv/k", content=b"v")
+    index = index_of(http.get("/v1/kv/k"))
+    with ThreadPoolExecutor(2) as pool:
+        parked = pool.submit(http.get, "/v1/kv/k", params={"index": index, "wait": "30s"})
+        assert emu.wait_for_blocked(1)
+        emu.leader = ""  # the leader is lost: the query it was serving fails
+        resp = parked.result(timeout=10)
+        assert resp.status_code == 500
+        held = pool.submit(http.get, "/v1/kv/k")
+        time.sleep(0.3)  # the request is being held (there is no event to wait for from outside)
+        assert not held.done()
+        emu.leader = "127.0.0.1:8301"  # elected within rpc_hold_timeout (7 s)
+        assert held.result(timeout=10).status_code == 200
+
+
+def test_stale_reads_report_the_followers_last_contact(emu: ConsulEmulator, http: httpx.Client) -> None:
+    emu.last_contact = 3.5
+    assert http.get("/v1/kv/k", params={"stale": ""}).headers["X-Consul-LastContact"] == "3500"
+    assert http.get("/v1/kv/k").headers["X-Consul-LastContact"] == "0"
 
 
 def test_agent_service_registration_and_ttl_check(emu: ConsulEmulator) -> None:
@@ -260,8 +286,9 @@ def test_node_check_affects_every_service_on_the_node(emu: ConsulEmulator, http:
 
 def test_standalone_cli() -> None:
     proc = subprocess.Popen(
-        [sys.executable, str(EMULATOR_SCRIPT), "--port", "0", "--token", "cli-token"],
+        [sys.executable, "-m", "tests.consul_emulator", "--port", "0", "--token", "cli-token"],
         stdout=subprocess.PIPE,
+        cwd=ROOT,
         text=True,
     )
     try:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,11 +20,10 @@ import hvac
 import pytest
 
 from tests.consul_emulator import consul_emulator
-from tests.helpers import confsync
+from tests.helpers import build_ctrender, confsync
 from tests.servers import openbao_server
 
 CORPUS = Path(__file__).parent / "convert_corpus"
-GO_PROGRAM = Path(__file__).parent / "gotemplate" / "main.go"
 DELIMS = {"custom-delims": ("[[", "]]")}
 
 KV = {
@@ -112,13 +110,8 @@ def _seed_vault(addr: str, token: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    go = shutil.which("go")
-    assert go, "Go is needed (Debian's golang-go, installed by scripts/test-deps.sh)"
     tmp = tmp_path_factory.mktemp("convert-go")
-    ctrender = tmp / "ctrender"
-    env = {**os.environ, "GOCACHE": str(tmp / "gocache"), "GO111MODULE": "off", "GOPATH": str(tmp / "gopath"),
-           "GOFLAGS": ""}
-    subprocess.run([go, "build", "-o", str(ctrender), str(GO_PROGRAM)], check=True, env=env, timeout=300)
+    ctrender = build_ctrender(tmp)
     with consul_emulator() as emu, openbao_server() as bao:
         snapshot = _seed_consul(emu.addr)
         snapshot["secrets"] = _seed_vault(bao.addr, bao.root_token)

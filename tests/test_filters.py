@@ -80,7 +80,9 @@ def test_b64url_decode_accepts_unpadded_input(project, tmp_path):
     ('{{ ["a"] | to_toml }}', "v", "to_toml: needs a mapping"),
 ])
 def test_helpers_refuse_hostile_input_and_keep_the_good_file(project, tmp_path, template, data, message):
-    cfg = project(CONFIG, {"t.j2": template}, {"v": data})
+    # The helpers' own limits are under test: the render budget's clock (wall time, on a loaded
+    # machine) must not end the render first.
+    cfg = project(CONFIG + "render: {timeout: 1m}\n", {"t.j2": template}, {"v": data})
     (tmp_path / "out").mkdir()
     (tmp_path / "out/t").write_text("good\n")
     result = confsync("once", "-c", str(cfg), "--timeout", "30s")

@@ -108,8 +108,11 @@ templates:
     assert (tmp_path / "out/bin").read_text() == "keep me"
 
 
-@pytest.mark.parametrize("key", ["../secret", "a/../../b", "..data/x", "a\x01b"])
-def test_odd_keys_are_named_and_refused(project, tmp_path, key):
+@pytest.mark.parametrize("key, code, why", [
+    ("../secret", 1, "malformed key name"), ("a/../../b", 1, "malformed key name"),  # for every source (issue 11)
+    ("a\x01b", 1, "malformed key name"), ("..data/x", 3, "invalid key"),  # the kubelet's, in the files source
+])
+def test_odd_keys_are_named_and_refused(project, tmp_path, key, code, why):
     cfg = project("""
 sources:
   kv: {type: files, root: ./data}
@@ -118,7 +121,7 @@ templates:
 """, {"t.j2": "{{ kv.key(" + json.dumps(key) + ") }}"})
     (tmp_path / "secret").write_text("outside the root")
     result = confsync("once", "-c", str(cfg), "--timeout", "1s")
-    assert result.returncode == 3 and "invalid key" in result.stderr
+    assert result.returncode == code and why in result.stderr
     assert repr(key.strip("/")) in result.stderr
     assert "outside the root" not in result.stderr
 

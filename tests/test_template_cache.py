@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 
-from tests.helpers import confsync
+import pytest
+
+from tests.helpers import cli_env, confsync
 
 CONFIG = """
 sources:
@@ -43,3 +48,30 @@ def test_the_cache_can_be_turned_off(project, tmp_path):
     result = confsync("once", "-c", str(cfg), CONFSYNC_TEMPLATE_CACHE="off", TMPDIR=str(tmp_path / "tmp"))
     assert result.returncode == 0, result.stderr
     assert not (tmp_path / "tmp").exists() and not (tmp_path / "off").exists()
+
+
+def test_no_writable_temp_directory_turns_the_cache_off(project, tmp_path):
+    """readOnlyRootFilesystem with no volume on /tmp (issue 10, item 14): no candidate of
+    tempfile.gettempdir() is writable, so the cache is off and the render goes on."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("needs root and unshare(1) to make /tmp and /var/tmp read-only in a mount namespace")
+    cfg = project(CONFIG, {"t.j2": "a={{ kv.key('k') }}\n"}, {"k": "1"})
+    (tmp_path / "out").mkdir()
+    (tmp_path / "cwd").mkdir()
+    # A private mount namespace: /tmp, /var/tmp and the working directory read-only (each bound
+    # onto itself first, so the remount touches only this namespace), the destination writable.
+    script = """
+        set -e
+        for d in /tmp /var/tmp "$CWD"; do mount --bind "$d" "$d"; done
+        mount --bind "$OUT" "$OUT"
+        for d in /tmp /var/tmp "$CWD"; do mount -o remount,bind,ro "$d"; done
+        cd "$CWD"
+        exec "$PYTHON" -m confsync once -c "$CFG" --log-level debug
+    """
+    env = {k: v for k, v in cli_env().items() if k not in ("TMPDIR", "TEMP", "TMP")}
+    env.update(CWD=str(tmp_path / "cwd"), OUT=str(tmp_path / "out"), CFG=str(cfg), PYTHON=sys.executable)
+    result = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out/app.conf").read_text() == "a=1\n"
+    assert "template cache off" in result.stderr and "Traceback" not in result.stderr

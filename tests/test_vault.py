@@ -465,24 +465,24 @@ def test_request_failures_become_clean_reasons():
     """hvac's exception text carries URLs and bodies: none of it may reach a message."""
     import hvac.exceptions
 
-    from confsync.sources.vault import _problem, _Refused, _Unreachable
+    from confsync.sources.vault.errors import Refused, Unreachable, problem_of
 
     addr = "http://127.0.0.1:8200"
     denied = hvac.exceptions.Forbidden("permission denied", errors=["1 error occurred:\n\t* permission denied\n\n"],
                                        url=f"{addr}/v1/secret/data/x", text='{"token":"s.SECRET"}')
-    problem = _problem(denied, addr)
-    assert isinstance(problem, _Refused) and (problem.reason, problem.status) == ("permission denied", 403)
+    problem = problem_of(denied, addr)
+    assert isinstance(problem, Refused) and (problem.reason, problem.status) == ("permission denied", 403)
     rejected = hvac.exceptions.InvalidRequest(errors=["common name hunter2.example not allowed by this role"])
-    assert _problem(rejected, addr, redact=("hunter2.example",)).reason == \
+    assert problem_of(rejected, addr, redact=("hunter2.example",)).reason == \
         "refused (HTTP 400): common name *** not allowed by this role"
-    sealed = _problem(hvac.exceptions.VaultDown(errors=["Vault is sealed"]), addr)
-    assert isinstance(sealed, _Unreachable) and sealed.reason == f"{addr} cannot serve (HTTP 503: Vault is sealed)"
+    sealed = problem_of(hvac.exceptions.VaultDown(errors=["Vault is sealed"]), addr)
+    assert isinstance(sealed, Unreachable) and sealed.reason == f"{addr} cannot serve (HTTP 503: Vault is sealed)"
     refused = requests.ConnectionError("HTTPConnectionPool(host='127.0.0.1', port=8200): Max retries exceeded "
                                        "with url: /v1/secret?x=s.SECRET (Caused by: Connection refused)")
-    assert _problem(refused, addr).reason == f"cannot reach {addr}: connection refused"
-    assert _problem(requests.exceptions.InvalidURL("bad url http://x/?token=s.SECRET"), addr).reason == \
+    assert problem_of(refused, addr).reason == f"cannot reach {addr}: connection refused"
+    assert problem_of(requests.exceptions.InvalidURL("bad url http://x/?token=s.SECRET"), addr).reason == \
         f"request to {addr} failed (InvalidURL)"
-    assert _problem(ValueError("x"), addr) is None
+    assert problem_of(ValueError("x"), addr) is None
 
 
 def test_leases_taken_with_a_replaced_token_are_fetched_anew(bao, database, project, tmp_path):

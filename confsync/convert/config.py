@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from confsync.config import read_text
 from confsync.errors import ConfigError
 
 
@@ -55,10 +56,7 @@ _LOG_LEVELS = {"trace": "debug", "debug": "debug", "info": "info", "warn": "warn
 
 def read(path: Path) -> dict[str, Any]:
     """The config as nested dicts and lists, HCL or JSON by its suffix (HCL when not .json)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    text = read_text(path)
     if path.suffix == ".json":
         try:
             data = json.loads(text)
@@ -200,9 +198,9 @@ def _template(path: Path, index: int, block: dict[str, Any], out: Converted) -> 
     src_path = Path(str(source)).expanduser().absolute() if source else None
     if src_path is not None:
         try:
-            contents = src_path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{path}: {where}.source: cannot read {src_path}: {exc}") from None
+            contents = read_text(src_path)  # bytes decoded as they are: CR LF stays as Go sees it
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {where}.source: {exc}") from None
     else:
         contents = str(block["contents"])
     spec = TemplateSpec(index, src_path, contents, str(Path(str(block["destination"])).expanduser().absolute()))

@@ -572,7 +572,7 @@ def _escape(text: str, tag_follows: bool) -> str:
     out = []
     for i, ch in enumerate(text):
         nxt = text[i + 1] if i + 1 < len(text) else ""
-        if ch == "{" and (nxt in "{%#" or (not nxt and tag_follows)):
+        if ch == "{" and (nxt in "{%#\r" or (not nxt and tag_follows)):  # a CR becomes a tag too
             out.append('{{ "{" }}')
         elif ch == "\r":
             out.append('{{ "\\r" }}')
@@ -603,7 +603,8 @@ def _assemble(pieces: list[Text | _Tag]) -> str:
             piece_right = piece.cut_right
         else:
             piece_right = ""
-        texts[i] = _escape(piece_left + kept + piece_right, tag_follows=i + 1 < len(pieces))
+        # the cut white space stays raw (CR included): Jinja2's `-` strips it whole
+        texts[i] = piece_left + _escape(kept, tag_follows=not piece_right and i + 1 < len(pieces)) + piece_right
     return "".join(p.text() if isinstance(p, _Tag) else texts[i] for i, p in enumerate(pieces))
 
 

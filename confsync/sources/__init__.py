@@ -24,6 +24,28 @@ REGISTRY = {
     "vault": "confsync.sources.vault:VaultSource",
 }
 
+# type name → (the client library's module, the extra that installs it, its distribution): checked
+# when a config is loaded, so a missing one is a config error naming the extra, not a traceback.
+CLIENTS = {
+    "consul": ("consul", "consul", "py-consul"),
+    "vault": ("hvac", "vault", "hvac"),
+    "zookeeper": ("kazoo", "zookeeper", "kazoo"),
+}
+
+
+def missing_client(type_name: str) -> str | None:
+    import importlib.util
+
+    if type_name not in CLIENTS:
+        return None
+    module, extra, _ = CLIENTS[type_name]
+    try:
+        if importlib.util.find_spec(module) is not None:
+            return None
+    except ImportError:  # a broken install: as good as none
+        pass
+    return f"the {type_name} source needs {module}, which is not installed: pip install 'confsync[{extra}]'"
+
 
 @dataclass(frozen=True)
 class Dep:
@@ -33,9 +55,13 @@ class Dep:
     kind: str
     path: str
     params: tuple[tuple[str, Any], ...] = ()
+    # Parameter values are hidden wherever the dependency is named (logs, errors, /readyz): a
+    # template may build them from a secret, e.g. vault.secret('transit/encrypt/k', plaintext=…).
+    secret_params: bool = False
 
     def __str__(self) -> str:
-        args = [repr(self.path)] + [f"{k}={v!r}" for k, v in self.params]
+        shown = (lambda v: "<redacted>") if self.secret_params else repr
+        args = [repr(self.path)] + [f"{k}={shown(v)}" for k, v in self.params]
         return f"{self.source}.{self.kind}({', '.join(args)})"
 
 
@@ -90,6 +116,9 @@ class Functions:
     def _dep(self, kind: str, path: str, **params: Any) -> Dep:
         if not isinstance(path, str):
             raise TypeError(f"{self._source}.{kind}() expects a string path, got {type(path).__name__}")
+        problem = path_problem(path)
+        if problem:  # a template error (exit 1), not data that never arrives (exit 3): issue 11 item 10
+            raise ValueError(f"{self._source}.{kind}({path!r}): {problem}")
         return Dep(self._source, kind, path.strip("/"), tuple(sorted(params.items())))
 
     def key(self, path: str, default: Any = ABSENT) -> Any:
@@ -100,6 +129,16 @@ class Functions:
 
     def ls(self, prefix: str = "") -> Any:
         return self._lookup(self._dep("ls", prefix), ABSENT)
+
+
+def path_problem(path: str) -> str | None:
+    """What makes a key name malformed for every backend (ZooKeeper and the files source refuse
+    `.` and `..` segments; in Consul or etcd such a key is surely a typo), or None."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in path):
+        return "malformed key name: holds a control character"
+    if any(part in (".", "..") for part in path.split("/")):
+        return "malformed key name: '.' and '..' are not key names"
+    return None
 
 
 class _AnyField(dict[str, Any]):

@@ -15,6 +15,8 @@ import os
 import struct
 from dataclasses import dataclass
 
+from confsync.sources.files.read import inside
+
 IN_MODIFY, IN_ATTRIB, IN_CLOSE_WRITE = 0x2, 0x4, 0x8
 IN_MOVED_FROM, IN_MOVED_TO, IN_CREATE, IN_DELETE = 0x40, 0x80, 0x100, 0x200
 IN_DELETE_SELF, IN_MOVE_SELF = 0x400, 0x800
@@ -48,7 +50,8 @@ class Event:
 
 
 class Tree:
-    """Watches `root` and every directory under it, following symlinks, as they come and go.
+    """Watches `root` and every directory under it, following symlinks that stay inside the root
+    (read.py's policy), as they come and go.
 
     Directories whose names start with `..` (the kubelet's) are not descended into: their changes
     become visible through the `..data` symlink swap in the root. `fd` is non-blocking: read() it
@@ -61,21 +64,29 @@ class Tree:
         self.dirs: dict[int, str] = {}  # watch descriptor → directory, relative to the root
         self.lost = False
         try:
-            self._root_wd = self._watch("")
+            root_wd = self._watch("")
+            assert root_wd is not None
+            self._root_wd = root_wd
             self.add("")
         except OSError:
             os.close(self.fd)
             raise
 
-    def _watch(self, rel: str) -> int:
+    def _watch(self, rel: str) -> int | None:
+        """Watch `rel`; None when it is not to be descended into: a symlink out of the root, or a
+        directory already watched under another name (`a -> .`: the kernel gives the same watch
+        descriptor for the same inode, and it keeps the name it was first found by)."""
         path = os.path.join(self.root, rel) if rel else self.root
+        if rel and not inside(os.path.realpath(self.root), os.path.realpath(path)):
+            return None
         wd = _call(_lib().inotify_add_watch(self.fd, os.fsencode(path), _MASK), f"cannot watch {path}")
+        if wd in self.dirs:
+            return None
         self.dirs[wd] = rel
         return wd
 
     def add(self, rel: str) -> None:
         """Watch the subdirectories of `rel` (already watched itself), recursively."""
-        seen = set()
         pending = [rel]
         while pending:
             current = pending.pop()
@@ -87,17 +98,14 @@ class Tree:
                 try:
                     if entry.name.startswith("..") or not entry.is_dir():
                         continue
-                    st = entry.stat()
                 except OSError:
                     continue
-                if (st.st_dev, st.st_ino) in seen:
-                    continue  # a symlink loop
-                seen.add((st.st_dev, st.st_ino))
                 child = f"{current}/{entry.name}" if current else entry.name
                 try:
-                    self._watch(child)
+                    if self._watch(child) is None:
+                        continue
                 except OSError as exc:
-                    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+                    if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
                         continue
                     raise  # ENOSPC: out of inotify watches, say so rather than miss changes
                 pending.append(child)
@@ -139,10 +147,10 @@ class Tree:
                 new_dir = mask & IN_ISDIR and mask & (IN_CREATE | IN_MOVED_TO)
                 if new_dir and not os.path.basename(path).startswith(".."):
                     try:
-                        self._watch(path)
-                        self.add(path)
+                        if self._watch(path) is not None:
+                            self.add(path)
                     except OSError as exc:
-                        if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
+                        if exc.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
                             raise
                         # else: removed again already
                 elif mask & IN_ISDIR and mask & IN_MOVED_FROM:

@@ -1,209 +1,49 @@
-"""The `etcd` source: etcd v3 through its JSON gateway (plain HTTP with httpx), one watch stream.
-
-Why plain HTTP: `etcd3gw` watches hang without an error when the server dies or the revision is
-compacted; `etcd3` needs protobuf<3.21; the gateway (`/v3/kv/range`, `/v3/watch`) behaved correctly
-on death, resume and compaction, and httpx is already a dependency (no gRPC stack to import).
-
-Keys. etcd's keyspace is flat; "/" is only a convention, which we follow for `tree` and `ls`. With
-`prefix: /app`, `key("db/host")` reads `/app/db/host`, `tree("db")` every key under `/app/db/`
-(relative to it) and `ls("db")` their distinct first segments. The default prefix `/` gives
-`/db/host`; `prefix: ""` gives the bare `db/host`.
-
-One stream. etcd 3.4's gateway reads a `/v3/watch` request body to its end before it answers
-(measured: a chunked `create_request` gets no reply until the body is closed), so a stream cannot
-take new watches once it is open. We open ONE watch on the range spanning every watched key (their
-common prefix, cut back to a "/") and filter events here; a dependency outside that span reopens
-the stream, wider, from the revision already seen, so nothing is missed.
-
-Consistency. `mirror` holds the watched keys exactly as they were at revision `rev`. Events are
-applied in revision order; a new dependency is read at `rev` itself (events past `rev` wait in
-the inbox meanwhile), so the mirror never mixes two moments. After a disconnect the watch resumes
-at `rev + 1`; if that revision was compacted, everything is read again at the current revision.
-"""
+"""The etcd source itself: the mirror, the watch stream, reconnection (see the package doc)."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import contextlib
-import json
 import logging
 import os
-import socket
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from confsync.config import Duration, RelPath
 from confsync.errors import ConfigError
-from confsync.sources import ABSENT, Dep, Functions, Missing, Sink
+from confsync.sources import Dep, Functions, Missing, Sink
+from confsync.sources.etcd.keys import Index, KeyRange, covers, key_range, prefix_bytes, span, value_of
+from confsync.sources.etcd.options import EtcdOptions, TlsOptions, endpoint_list, username_of
+from confsync.sources.etcd.wire import (
+    OUT_OF_RANGE,
+    UNAUTHENTICATED,
+    Compacted,
+    StoreReplaced,
+    TokenRefused,
+    Unavailable,
+    describe,
+    error_of,
+    keepalive_options,
+    kvs_of,
+    parse_line,
+    reply_of,
+    stream_error,
+)
+from confsync.sources.failures import internal_error
 
 if TYPE_CHECKING:
     import httpx
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ENDPOINT = "http://127.0.0.1:2379"
 # Keys one batched read may bring back; past that, each dependency's range is read on its own.
 READ_LIMIT = 10_000
 CONNECT_TIMEOUT = 2.0  # a member that does not accept within this is skipped for the next one
 RETRY_FIRST, RETRY_MAX = 0.05, 2.0  # exponential backoff with full jitter, in seconds
-# A watch stream may be silent for a long time, so its read timeout cannot be short. TCP keepalive
-# notices a dead peer (a crashed host, a cut network) after about IDLE + INTERVAL * COUNT = 11 s,
-# with no request.
-KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_COUNT = 5, 2, 3
 # A hung server keeps the socket alive, so keepalive cannot see it. etcd sends a progress
 # notification on a quiet watch at its second 10-minute tick at the latest, so a stream silent
 # for longer is given up, as a backstop.
 STREAM_SILENCE = 25 * 60.0
-UNAUTHENTICATED, OUT_OF_RANGE = 16, 11  # gRPC status codes the gateway passes on as "code"
-
-
-@dataclass(frozen=True)
-class TlsOptions:
-    ca_file: RelPath | None = None
-    cert_file: RelPath | None = None
-    key_file: RelPath | None = None
-
-
-@dataclass(frozen=True)
-class EtcdOptions:
-    endpoints: tuple[str, ...] = ()  # default: $ETCDCTL_ENDPOINTS, else http://127.0.0.1:2379
-    prefix: str = "/"
-    username: str | None = None  # default: $ETCDCTL_USER ("name" or "name:password")
-    password_file: RelPath | None = None  # default: $ETCDCTL_PASSWORD
-    tls: TlsOptions | None = None  # default: $ETCDCTL_CACERT, $ETCDCTL_CERT, $ETCDCTL_KEY
-    timeout: Duration = 5.0  # one read or authentication (the watch stream has none)
-    secret: bool = False  # values are secrets: files 0600 by default, values kept out of diffs and errors
-
-
-class Unavailable(Exception):
-    """This endpoint cannot serve us now; the message names why, never a secret."""
-
-
-class TokenRefused(Unavailable):
-    """etcd no longer knows our token (expired, or auth was reset): authenticate again."""
-
-
-class Compacted(Exception):
-    """The revision we asked for is gone: read everything again at the current one."""
-
-
-# -- where template paths live in etcd's keyspace ------------------------------------------------
-
-
-@dataclass(frozen=True)
-class KeyRange:
-    """One key (`exact`) or every key starting with `start`."""
-
-    start: bytes
-    exact: bool
-
-    def __contains__(self, key: bytes) -> bool:
-        return key == self.start if self.exact else key.startswith(self.start)
-
-    def body(self) -> dict[str, str]:
-        """The `key`/`range_end` pair of an etcd request for this range."""
-        if self.exact:
-            return {"key": _b64(self.start)}
-        return {"key": _b64(self.start or b"\0"), "range_end": _b64(_prefix_end(self.start))}
-
-
-def key_range(base: bytes, dep: Dep) -> KeyRange | None:
-    """The range `dep` reads, under the prefix `base` ("" or ending in "/"); None: not a kind of ours."""
-    path = dep.path.encode()
-    if dep.kind == "key":
-        return KeyRange(base + path, exact=True) if path else None
-    if dep.kind in ("tree", "ls"):
-        return KeyRange(base + path + b"/" if path else base, exact=False)
-    return None
-
-
-def _base(prefix: str) -> bytes:
-    return (prefix.rstrip("/") + "/").encode() if prefix else b""
-
-
-def _prefix_end(prefix: bytes) -> bytes:
-    """The first key after every key starting with `prefix` (etcd's `range_end` for a prefix)."""
-    trimmed = prefix.rstrip(b"\xff")
-    if not trimmed:
-        return b"\0"  # etcd: from `key` to the end of the keyspace
-    return trimmed[:-1] + bytes([trimmed[-1] + 1])
-
-
-def span(ranges: Iterable[KeyRange], cut: bool) -> KeyRange:
-    """One range covering all of `ranges`: their common prefix (cut back to a "/" when `cut`)."""
-    starts = [r.start for r in ranges]
-    if len(starts) == 1 and not cut:
-        return next(iter(ranges))
-    common = _common_prefix(starts)
-    if cut:
-        common = common[: common.rfind(b"/") + 1]
-    return KeyRange(common, exact=False)
-
-
-def _common_prefix(items: list[bytes]) -> bytes:
-    if not items:
-        return b""
-    low, high = min(items), max(items)  # what the smallest and largest share, all share
-    n = 0
-    while n < len(low) and low[n] == high[n]:
-        n += 1
-    return low[:n]
-
-
-def covers(outer: KeyRange, inner: KeyRange) -> bool:
-    return inner.start in outer if inner.exact or outer.exact else inner.start.startswith(outer.start)
-
-
-def value_of(dep: Dep, rng: KeyRange, mirror: dict[bytes, bytes]) -> Any:
-    """What a template gets for `dep` from the watched keys now."""
-    try:
-        if rng.exact:
-            raw = mirror.get(rng.start)
-            return ABSENT if raw is None else raw.decode()
-        cut = len(rng.start)
-        below = sorted((k[cut:], v) for k, v in mirror.items() if k.startswith(rng.start))
-        if dep.kind == "tree":
-            return {k.decode(): v.decode() for k, v in below}
-        return sorted({k.split(b"/", 1)[0].decode() for k, _ in below} - {""})
-    except UnicodeDecodeError as exc:
-        return Missing(f"a key or value is not UTF-8 text ({exc.reason} at byte {exc.start})")
-
-
-class Index:
-    """Which dependencies a changed key concerns: by exact key, or by prefix."""
-
-    def __init__(self) -> None:
-        self.ranges: dict[Dep, KeyRange] = {}
-        self._exact: dict[bytes, set[Dep]] = {}
-        self._prefix: dict[bytes, set[Dep]] = {}
-
-    def add(self, dep: Dep, rng: KeyRange) -> None:
-        self.ranges[dep] = rng
-        (self._exact if rng.exact else self._prefix).setdefault(rng.start, set()).add(dep)
-
-    def remove(self, dep: Dep) -> KeyRange | None:
-        rng = self.ranges.pop(dep, None)
-        if rng:
-            table = self._exact if rng.exact else self._prefix
-            table[rng.start].discard(dep)
-            if not table[rng.start]:
-                del table[rng.start]
-        return rng
-
-    def deps_of(self, key: bytes) -> set[Dep]:
-        found = set(self._exact.get(key, ()))
-        for start, deps in self._prefix.items():
-            if key.startswith(start):
-                found |= deps
-        return found
-
-    def wants(self, key: bytes) -> bool:
-        return key in self._exact or any(key.startswith(start) for start in self._prefix)
-
-
-# -- the source ------------------------------------------------------------------------------------
 
 
 class Stream:
@@ -234,15 +74,16 @@ class EtcdSource:
         self.options = options
         self.sink = sink
         self.secret = options.secret
-        self.endpoints = _endpoints(options.endpoints, tls=options.tls is not None)
-        self.username, self._env_password = _username(options.username)
+        self.endpoints = endpoint_list(options.endpoints, tls=options.tls is not None)
+        self.username, self._env_password = username_of(options.username)
         if self.username and not (options.password_file or self._env_password):
             raise ConfigError(f"sources.{name}: username is set but no password "
                               "(password_file, or the ETCDCTL_PASSWORD variable)")
-        self.base = _base(options.prefix)
+        self.base = prefix_bytes(options.prefix)
         self.index = Index()
         self.mirror: dict[bytes, bytes] = {}  # watched keys as they were at revision `rev`
         self.rev = 0
+        self._cluster, self._term = "", 0  # the store `rev` comes from: see _check_store
         self._full = True  # the next connection reads every watched key again (start, compaction)
         self._unread: set[Dep] = set()
         self._inbox: asyncio.Queue[Any] = asyncio.Queue()
@@ -261,7 +102,7 @@ class EtcdSource:
         import httpx
 
         self._client = httpx.AsyncClient(
-            transport=httpx.AsyncHTTPTransport(verify=self._tls(), socket_options=_keepalive(), retries=0),
+            transport=httpx.AsyncHTTPTransport(verify=self._tls(), socket_options=keepalive_options(), retries=0),
             timeout=httpx.Timeout(self.options.timeout, connect=CONNECT_TIMEOUT),
             trust_env=False,  # an http_proxy meant for the internet must not carry etcd traffic
         )
@@ -313,7 +154,8 @@ class EtcdSource:
                 await self._follow()
             except Exception as exc:  # Unavailable, or a reply we did not expect: reconnect either way
                 if not isinstance(exc, Unavailable):
-                    log.exception("etcd %s: unexpected failure on %s", self.name, self._endpoint)
+                    log.error("etcd %s: %s on %s", self.name, internal_error(exc), self._endpoint,
+                              extra={"event": "source_internal_error", "source": self.name})
                     self._full = True
                 log.info("etcd %s: lost %s (%s); reconnecting", self.name, self._endpoint, exc,
                          extra={"event": "etcd_disconnected", "source": self.name})
@@ -334,7 +176,8 @@ class EtcdSource:
                 await self._open()
             except Exception as exc:  # Unavailable, or a reply we did not expect: never a dead task
                 if not isinstance(exc, Unavailable):
-                    log.exception("etcd %s: unexpected failure on %s", self.name, self._endpoint)
+                    log.error("etcd %s: %s on %s", self.name, internal_error(exc), self._endpoint,
+                              extra={"event": "source_internal_error", "source": self.name})
                     self._full = True
                 await self._close_stream()
                 reasons.append(f"{self._endpoint}: {exc}")
@@ -345,15 +188,18 @@ class EtcdSource:
 
     async def _open(self) -> None:
         """Bring the mirror up to date on `_endpoint`, then watch from the next revision."""
-        try:
-            if self._full:
-                await self._read_all()
-            elif self._unread:
-                await self._read_unread()
-        except Compacted:
-            self._full = True
-            await self._read_all()
-        await self._start_watch()
+        for attempt in (1, 2):
+            try:
+                if self._full:
+                    await self._read_all()
+                elif self._unread:
+                    await self._read_unread()
+                await self._start_watch()
+                return
+            except (Compacted, StoreReplaced) as exc:
+                self._full = True
+                if attempt == 2:
+                    raise Unavailable(f"the store changed again while it was read ({exc})") from None
 
     # -- reading ----------------------------------------------------------------------------------
 
@@ -385,14 +231,14 @@ class EtcdSource:
                                                   "limit": READ_LIMIT})
         revision = revision or int(reply["header"]["revision"])
         if not reply.get("more"):
-            return revision, _kvs(reply)
+            return revision, kvs_of(reply)
         # Too many unrelated keys under the common prefix: one read per range, at the same revision.
         log.debug("etcd %s: %d ranges read one by one", self.name, len(ranges))
         replies = await asyncio.gather(*(self._call("/v3/kv/range", {**r.body(), "revision": revision})
                                          for r in ranges))
         kvs: dict[bytes, bytes] = {}
         for one in replies:
-            kvs.update(_kvs(one))
+            kvs.update(kvs_of(one))
         return revision, kvs
 
     async def _current_revision(self) -> int:
@@ -432,23 +278,28 @@ class EtcdSource:
         # `hasleader`: a member cut off from its cluster ends the watch instead of going quiet.
         headers = {**self._auth_header(), "Grpc-Metadata-hasleader": "true"}
         try:
-            response = await stream.stack.enter_async_context(self._client.stream(
-                "POST", self._endpoint + "/v3/watch", json=request, headers=headers,
-                timeout=httpx.Timeout(self.options.timeout, connect=CONNECT_TIMEOUT, read=STREAM_SILENCE)))
-            if response.status_code != 200:
-                await response.aread()
-                code, message = _error(response)
-                raise (TokenRefused if code == UNAUTHENTICATED else Unavailable)(message)
-            lines = response.aiter_lines()
+            # `timeout` bounds every step of opening: connecting, the response headers, and etcd's
+            # "created" (issue 18: an endpoint that accepts and never answers held us 25 minutes).
             async with asyncio.timeout(self.options.timeout):
-                first = _parse(await anext(lines))
-        except (httpx.HTTPError, StopAsyncIteration, TimeoutError) as exc:
-            raise Unavailable(f"no answer to the watch request ({_describe(exc)})") from exc
+                response = await stream.stack.enter_async_context(self._client.stream(
+                    "POST", self._endpoint + "/v3/watch", json=request, headers=headers,
+                    timeout=httpx.Timeout(self.options.timeout, connect=CONNECT_TIMEOUT, read=STREAM_SILENCE)))
+                if response.status_code != 200:
+                    await response.aread()
+                    code, message = error_of(response, self._endpoint)
+                    raise (TokenRefused if code == UNAUTHENTICATED else Unavailable)(message)
+                lines = response.aiter_lines()
+                first = parse_line(await anext(lines))
+        except TimeoutError:
+            raise Unavailable(f"no answer to the watch request within {self.options.timeout:g}s") from None
+        except (httpx.HTTPError, StopAsyncIteration) as exc:
+            raise Unavailable(f"no answer to the watch request ({describe(exc, self._endpoint)})") from exc
         result = first.get("result") or {}
+        self._check_store(result.get("header"))
         if result.get("created") and not result.get("canceled"):
             return lines
         # A refused watch is "created" and "canceled" at once, e.g. for a token etcd no longer knows.
-        reason = str(result.get("cancel_reason") or _stream_error(first))
+        reason = str(result.get("cancel_reason") or stream_error(first))
         raise (TokenRefused if "invalid auth token" in reason else Unavailable)(f"the watch was refused: {reason}")
 
     async def _pump(self, gen: int, lines: Any) -> None:
@@ -460,7 +311,7 @@ class EtcdSource:
                     self._inbox.put_nowait((gen, line))
             end: Exception = Unavailable("the watch stream ended")
         except httpx.HTTPError as exc:
-            end = Unavailable(f"the watch stream broke ({_describe(exc)})")
+            end = Unavailable(f"the watch stream broke ({describe(exc, self._endpoint)})")
         self._inbox.put_nowait((gen, end))
 
     async def _close_stream(self) -> None:
@@ -481,12 +332,12 @@ class EtcdSource:
                 continue  # from a stream already replaced
             if isinstance(payload, Exception):
                 raise payload
-            await self._on_message(_parse(payload))
+            await self._on_message(parse_line(payload))
 
     async def _add_deps(self) -> None:
         try:
             await self._read_unread()
-        except Compacted:
+        except (Compacted, StoreReplaced):
             self._full = True  # if this read fails too, the next connection reads everything
             await self._read_all()
         else:
@@ -498,7 +349,7 @@ class EtcdSource:
     async def _on_message(self, message: dict[str, Any]) -> None:
         result = message.get("result")
         if result is None:
-            raise Unavailable(_stream_error(message))
+            raise Unavailable(stream_error(message))
         if result.get("compact_revision"):
             log.info("etcd %s: revision %d was compacted (oldest kept: %s); re-reading all watched keys",
                      self.name, self.rev + 1, result["compact_revision"],
@@ -550,17 +401,43 @@ class EtcdSource:
                 response = await self._client.post(self._endpoint + path, json=body,
                                                     headers=self._auth_header() if auth else {})
             except httpx.HTTPError as exc:
-                raise Unavailable(_describe(exc)) from exc
+                raise Unavailable(describe(exc, self._endpoint)) from exc
             if response.status_code == 200:
-                return response.json()  # type: ignore[no-any-return]
-            code, message = _error(response)
+                reply = reply_of(response, self._endpoint)
+                self._check_store(reply["header"])
+                return reply
+            code, message = error_of(response, self._endpoint)
             if code == UNAUTHENTICATED and auth and self.username and attempt == 1:
                 await self._authenticate()  # the token expired, or auth was reset
                 continue
             if code == OUT_OF_RANGE and "compacted" in message:
                 raise Compacted(message)
+            if code == OUT_OF_RANGE and "future revision" in message:  # our revision is not reached
+                self._store_replaced(f"revision {self.rev} is in its future")
             raise Unavailable(message)
         raise AssertionError("unreachable")
+
+    def _check_store(self, header: Any) -> None:
+        """Is this still the store our revision comes from? A revision or raft term that went back,
+        or another cluster ID, means a restore or a wipe (issue 18)."""
+        if not isinstance(header, dict):
+            return
+        cluster = str(header.get("cluster_id") or "")
+        revision, term = int(header.get("revision") or 0), int(header.get("raft_term") or 0)
+        if self._cluster and cluster and cluster != self._cluster:
+            self._store_replaced(f"its cluster ID changed from {self._cluster} to {cluster}")
+        if revision < self.rev:
+            self._store_replaced(f"its revision went back from {self.rev} to {revision}")
+        if term < self._term:
+            self._store_replaced(f"its raft term went back from {self._term} to {term}")
+        self._cluster, self._term = cluster or self._cluster, max(term, self._term)
+
+    def _store_replaced(self, why: str) -> None:
+        log.warning("etcd %s: %s serves another store (%s: restored or wiped); reading every watched key "
+                    "again", self.name, self._endpoint, why,
+                    extra={"event": "etcd_store_replaced", "source": self.name})
+        self.rev, self._term, self._cluster, self._full = 0, 0, "", True
+        raise StoreReplaced(why)
 
     def _auth_header(self) -> dict[str, str]:
         return {"Authorization": self._token} if self._token else {}
@@ -599,75 +476,3 @@ class EtcdSource:
         except (OSError, ssl.SSLError) as exc:  # a file that is missing, unreadable or not PEM
             raise ConfigError(f"sources.{self.name}.tls: {exc}") from None
         return context
-
-
-# -- small helpers ---------------------------------------------------------------------------------
-
-
-def _endpoints(configured: tuple[str, ...], tls: bool) -> list[str]:
-    """The configured endpoints, else $ETCDCTL_ENDPOINTS; "host:port" gets a scheme."""
-    raw = configured or (os.environ.get("ETCDCTL_ENDPOINTS", "") or DEFAULT_ENDPOINT,)
-    scheme = "https://" if tls or os.environ.get("ETCDCTL_CACERT") else "http://"
-    found = []
-    for item in raw:
-        for endpoint in item.split(","):
-            endpoint = endpoint.strip().rstrip("/")
-            if endpoint:
-                found.append(endpoint if "://" in endpoint else scheme + endpoint)
-    return found or [DEFAULT_ENDPOINT]
-
-
-def _username(configured: str | None) -> tuple[str | None, str | None]:
-    """(username, password from the environment): etcdctl's ETCDCTL_USER may be "name:password"."""
-    password = os.environ.get("ETCDCTL_PASSWORD")
-    if configured:
-        return configured, password
-    user, sep, inline = os.environ.get("ETCDCTL_USER", "").partition(":")
-    return (user or None), (inline if sep else password)
-
-
-def _keepalive() -> list[tuple[int, int, int]]:
-    options = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
-    for name, value in (("TCP_KEEPIDLE", KEEPALIVE_IDLE), ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL),
-                        ("TCP_KEEPCNT", KEEPALIVE_COUNT)):
-        if hasattr(socket, name):  # Linux; elsewhere the system's keepalive timing applies
-            options.append((socket.IPPROTO_TCP, getattr(socket, name), value))
-    return options
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def _kvs(reply: dict[str, Any]) -> dict[bytes, bytes]:
-    return {base64.b64decode(kv["key"]): base64.b64decode(kv.get("value", "")) for kv in reply.get("kvs", ())}
-
-
-def _parse(line: str) -> dict[str, Any]:
-    try:
-        message = json.loads(line)
-    except ValueError as exc:
-        raise Unavailable(f"the watch stream sent something that is not JSON ({exc})") from None
-    if not isinstance(message, dict):
-        raise Unavailable("the watch stream sent something that is not a JSON object")
-    return message
-
-
-def _stream_error(message: dict[str, Any]) -> str:
-    error = message.get("error")
-    if isinstance(error, dict):
-        return str(error.get("message") or error)
-    return f"unexpected watch reply {str(message)[:200]}"
-
-
-def _error(response: httpx.Response) -> tuple[int, str]:
-    """The gRPC code and message of a gateway error reply (a message never holds a secret)."""
-    try:
-        body = response.json()
-        return int(body.get("code", 0)), str(body.get("message") or body.get("error") or "")
-    except (ValueError, AttributeError):
-        return 0, f"HTTP {response.status_code} from {response.request.url.path}"
-
-
-def _describe(exc: BaseException) -> str:
-    return str(exc) or type(exc).__name__

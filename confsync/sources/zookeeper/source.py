@@ -1,19 +1,5 @@
-"""The `zookeeper` source: a znode's path is a key, its data (UTF-8) the value.
-
-kazoo speaks the protocol on its own threads; everything it reports (replies, watch events,
-connection states) is queued and handed to the event loop in one batch (`_post` → `_drain`), and
-all state below lives on the loop. ZooKeeper watches fire once, so every event is answered with a
-new read that also sets the next watch (read-then-watch in one request: nothing slips between).
-
-What is kept is a mirror of the watched znodes: their data and their children. A dependency's
-value is computed from the mirror, and pushed only when no read that concerns it is in flight,
-so a tree is never delivered half-read.
-
-kazoo drops every watch when the connection drops (it does not replay them with SetWatches), and a
-session expiry drops them on the server too; either way, on reconnection everything watched is
-read again with fresh watches, which also catches the changes made meanwhile. While disconnected
-nothing is pushed: the runner keeps the last-known values.
-"""
+"""The zookeeper source itself: kazoo's threads → the loop, the mirror, reads and pushes (see the
+package doc)."""
 
 from __future__ import annotations
 
@@ -22,18 +8,18 @@ import logging
 import threading
 from collections import deque
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
-from confsync.config import Duration, RelPath
 from confsync.sources import ABSENT, Dep, Functions, Missing, Sink
+from confsync.sources.failures import internal_error
+from confsync.sources.zookeeper.client import new_client, read_credential, stop_client
+from confsync.sources.zookeeper.options import ZooKeeperOptions, bad_path
+from confsync.sources.zookeeper.tree import DATA, join, stamp, under, value_of, why
 
 log = logging.getLogger(__name__)
 
 # Not connected this long after start: say so (kazoo keeps trying meanwhile and says nothing).
 CONNECT_GRACE = 1.0
-# kazoo's reconnection schedule: exponential from RETRY_FIRST up to RETRY_MAX, ±40% jitter.
-RETRY_FIRST, RETRY_MAX = 0.1, 2.0
 # Values are pushed once no read is in flight, so that a batch (the first reads, the re-reads after
 # a reconnection) lands as one change and each template renders once; a server busy enough to
 # always have a read in flight delays pushes by at most this.
@@ -44,42 +30,14 @@ HOLD_MAX = 0.5
 # by then our session has expired wherever it was known, so a new one loses nothing.
 FRESH_AFTER_SESSIONS = 2
 
-DATA, CHILDREN = "data", "children"
-Op = Literal["get", "children", "exists", "arm"]
+CHILDREN = "children"
+Op = Literal["get", "children", "exists", "arm", "check"]
 _READ: dict[str, Op] = {DATA: "get", CHILDREN: "children"}
 # kazoo errors that mean "the connection went away", not "this znode": by name, as kazoo is only
 # imported in start().
 _CONNECTION_ERRORS = ("ConnectionLoss", "SessionExpiredError", "ConnectionClosedError",
                       "OperationTimeoutError", "AuthFailedError", "SessionMovedError")
 
-
-@dataclass(frozen=True)
-class ZooKeeperAuth:
-    credential_file: RelPath  # holds "user:password"; never logged
-    scheme: Literal["digest"] = "digest"
-
-
-@dataclass(frozen=True)
-class ZooKeeperOptions:
-    hosts: str  # "host:port,host:port"
-    chroot: str | None = None  # every path is relative to it
-    auth: ZooKeeperAuth | None = None
-    session_timeout: Duration = 10.0
-    secret: bool = False  # values are secrets: files 0600 by default, values redacted from diffs and errors
-
-    def __post_init__(self) -> None:
-        parts = [p.strip() for p in self.hosts.split(",")]
-        if not self.hosts.strip() or not all(parts):
-            raise ValueError(f"hosts: expected \"host:port,host:port\", got {self.hosts!r}")
-        if "/" in self.hosts:
-            raise ValueError("hosts: give the chroot in `chroot`, not after the host list")
-        if self.chroot is not None:
-            chroot = "/" + self.chroot.strip("/")
-            if chroot != "/" and _bad_path(chroot.strip("/")):
-                raise ValueError(f"chroot: {_bad_path(chroot.strip('/'))}")
-            object.__setattr__(self, "chroot", None if chroot == "/" else chroot)
-        if self.session_timeout <= 0:
-            raise ValueError("session_timeout must be positive")
 
 
 @dataclass(eq=False)
@@ -132,6 +90,11 @@ class ZooKeeperSource:
         self._todo: dict[tuple[Op, str, str], None] = {}  # reads to send at the next flush
         self._flush_soon = False
         self._dirty: set[_Watch] = set()  # values to push once nothing concerning them is in flight
+        # What the server said of each (path, aspect) last, to notice a change no watch reported
+        # (issue 18: ZooKeeper drops, without an event, a watch it may no longer deliver: an ACL).
+        self._stats: dict[tuple[str, str], tuple[int, int]] = {}
+        self._reading: set[tuple[str, str]] = set()  # reads in flight
+        self._checker: asyncio.TimerHandle | None = None
         # kazoo's threads → the loop.
         self._inbox: deque[tuple[Any, ...]] = deque()
         self._inbox_lock = threading.Lock()
@@ -142,6 +105,8 @@ class ZooKeeperSource:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._grace = self._loop.call_later(CONNECT_GRACE, self._not_connected_yet)
+        if self.options.watch_check_interval:
+            self._checker = self._loop.call_later(self.options.watch_check_interval, self._check_watches)
         self._credential_text = self._credential()
         if self._credential_text is not None or not self.options.auth:
             self._connect()
@@ -150,38 +115,15 @@ class ZooKeeperSource:
 
     def _connect(self) -> None:
         """Start kazoo's connection thread; it connects and reconnects on its own from now on."""
-        from kazoo.client import KazooClient
-        from kazoo.handlers.threading import SequentialThreadingHandler
-        from kazoo.retry import KazooRetry
-
-        # One sleep function for the handler and its retry (kazoo insists): an event's wait, so
-        # close() cuts a reconnection back-off short instead of waiting it out.
-        handler = SequentialThreadingHandler()
-        handler.sleep_func = self._closed.wait
-        retry = KazooRetry(max_tries=-1, delay=RETRY_FIRST, backoff=2, max_jitter=0.4, max_delay=RETRY_MAX,
-                           sleep_func=self._closed.wait)
-        hosts = self.options.hosts + (self.options.chroot or "")
-        credential = self._credential_text
-        auth = [(self.options.auth.scheme, credential)] if self.options.auth and credential else None
-        client = KazooClient(hosts=hosts, timeout=self.options.session_timeout, handler=handler,
-                             connection_retry=retry, auth_data=auth, logger=_kazoo_logger())
+        client = new_client(self.options, self._credential_text, self._closed)
         client.add_listener(lambda state: self._post("state", client, state))
         self._client = client
         client.start_async()
 
     def _credential(self) -> str | None:
-        auth = self.options.auth
-        if not auth:
-            return None
-        try:
-            text = Path(auth.credential_file).read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-            self._report_down(f"cannot read auth.credential_file {auth.credential_file}: {why}")
-            return None
-        if ":" not in text:
-            self._report_down(f"auth.credential_file {auth.credential_file} must hold \"user:password\"")
-            return None
+        text, problem = read_credential(self.options.auth)
+        if problem:
+            self._report_down(problem)
         return text
 
     async def _connect_when_readable(self) -> None:
@@ -208,13 +150,13 @@ class ZooKeeperSource:
         self._connect()
 
     def _retire(self, client: Any) -> None:
-        task = asyncio.create_task(asyncio.to_thread(_stop, client))  # blocks: not on the loop
+        task = asyncio.create_task(asyncio.to_thread(stop_client, client))  # blocks: not on the loop
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
 
     async def close(self) -> None:
         self._closed.set()
-        for timer in (self._grace, self._fresh):
+        for timer in (self._grace, self._fresh, self._checker):
             if timer:
                 timer.cancel()
         if self._starter:
@@ -229,7 +171,7 @@ class ZooKeeperSource:
 
     def watch(self, dep: Dep) -> None:
         index = self._index(dep.kind)
-        problem = _bad_path(dep.path)
+        problem = bad_path(dep.path)
         if index is None or problem:
             why = f"invalid znode path {dep.path!r}: {problem}" if problem else f"no {dep.kind}() in zookeeper"
             asyncio.get_running_loop().call_soon(self.sink.update, dep, Missing(why))
@@ -250,7 +192,7 @@ class ZooKeeperSource:
         del index[dep.path]
         self._dirty.discard(watch)
         # Its watches cannot be taken back from the server: they fire once more and are ignored.
-        self._prune(dep.path, subtree=dep.kind == "tree")
+        self._prune({dep.path}, subtree=dep.kind == "tree")
 
     def _index(self, kind: str) -> dict[str, _Watch] | None:
         return {"key": self._keys, "ls": self._lss, "tree": self._trees}.get(kind)
@@ -282,12 +224,17 @@ class ZooKeeperSource:
             kind, *args = self._inbox.popleft()
             if self._closed.is_set():
                 return
-            if kind == "result":
-                self._result(*args)
-            elif kind == "event":
-                self._event(*args)
-            else:
-                self._state(*args)
+            try:
+                if kind == "result":
+                    self._result(*args)
+                elif kind == "event":
+                    self._event(*args)
+                else:
+                    self._state(*args)
+            except Exception as exc:  # a bug must not lose the rest of the inbox (issue 18)
+                log.error("zookeeper %s: %s; reading everything again", self.name, internal_error(exc),
+                          extra={"event": "source_internal_error", "source": self.name})
+                self._want_all()
         self._flush()
 
     # -- connection states ----------------------------------------------------------------------
@@ -394,8 +341,12 @@ class ZooKeeperSource:
         self._push()
 
     def _send(self, op: Op, path: str, aspect: str) -> None:
-        request = _Request(op, path, aspect, self._epoch, self._related(path, aspect) if op != "arm" else [])
-        self._inflight += 1
+        reads = op in ("get", "children", "exists")
+        request = _Request(op, path, aspect, self._epoch, self._related(path, aspect) if reads else [])
+        if op != "check":  # a check changes nothing: pushes need not wait for it
+            self._inflight += 1
+        if reads:
+            self._reading.add((path, aspect))
         for watch in request.watches:
             watch.pending += 1
         zpath = "/" + path
@@ -403,7 +354,9 @@ class ZooKeeperSource:
         if op == "get":
             result = client.get_async(zpath, watch=watcher)
         elif op == "children":
-            result = client.get_children_async(zpath, watch=watcher)
+            result = client.get_children_async(zpath, watch=watcher, include_data=True)
+        elif op == "check":  # no watch: see _check_watches
+            result = client.exists_async(zpath)
         else:  # exists: learn that an absent znode appears; arm: be told of a change we may not read
             result = client.exists_async(zpath, watch=watcher)
         result.rawlink(lambda done: self._post("result", request, done))
@@ -413,13 +366,21 @@ class ZooKeeperSource:
     def _result(self, request: _Request, result: Any) -> None:
         if request.epoch != self._epoch:
             return  # sent on a connection since lost: the reconnection read it again
+        key = (request.path, request.aspect)
+        if request.op == "check":
+            self._checked(key, result)
+            return
         self._inflight -= 1
+        self._reading.discard(key)
         for watch in request.watches:
             watch.pending -= 1
             self._dirty.add(watch)
+        error = result.exception
+        if error is None and result.value is not None and self._wanted(*key):
+            self._stats[key] = stamp(result.value[1] if request.op in ("get", "children") else result.value,
+                                      request.aspect)
         if request.op == "arm":
             return
-        error = result.exception
         if error is not None and type(error).__name__ in _CONNECTION_ERRORS:
             self._connected = False  # hold pushes: the state change and a full re-read follow
             return
@@ -429,15 +390,15 @@ class ZooKeeperSource:
             if error is None and result.value is not None:
                 self._want(_READ[request.aspect], request.path, request.aspect)  # it appeared meanwhile
             else:
-                self._store(request.path, request.aspect, ABSENT if error is None else _why(error))
+                self._store(request.path, request.aspect, ABSENT if error is None else why(error))
         elif error is None:
-            value = result.value
-            self._store(request.path, request.aspect, (value[0] or b"") if request.op == "get" else value)
+            value = result.value[0]
+            self._store(request.path, request.aspect, (value or b"") if request.op == "get" else value)
         elif type(error).__name__ == "NoNodeError":
             # A failed read sets no watch; `exists` does, and answers whether it appeared meanwhile.
             self._want("exists", request.path, request.aspect)
         else:
-            self._store(request.path, request.aspect, _why(error))
+            self._store(request.path, request.aspect, why(error))
             self._want("arm", request.path, request.aspect)
 
     def _store(self, path: str, aspect: str, value: Any) -> None:
@@ -451,11 +412,12 @@ class ZooKeeperSource:
         before = self._children.get(path)
         self._children[path] = value
         if isinstance(before, frozenset):
-            for gone in before - (value if isinstance(value, frozenset) else frozenset()):
-                self._prune(_join(path, gone), subtree=True)
+            gone = before - (value if isinstance(value, frozenset) else frozenset())
+            if gone:
+                self._prune({join(path, name) for name in gone}, subtree=True)
         if isinstance(value, frozenset) and (path in self._trees or self._in_tree(path)):
             for name in value:  # a tree reads every znode under it, new ones as they appear
-                child = _join(path, name)
+                child = join(path, name)
                 if child not in self._data:
                     self._want("get", child, DATA)
                 if child not in self._children:
@@ -473,17 +435,43 @@ class ZooKeeperSource:
             if self._wanted(path, aspect):
                 self._want(_READ[aspect], path, aspect)
 
-    def _prune(self, top: str, subtree: bool) -> None:
-        """Forget what is no longer watched at `top` (and under it), so it is read afresh if it is
-        watched again: its server-side watch may fire unseen meanwhile."""
-        under = top + "/" if top else ""
+    def _prune(self, tops: set[str], subtree: bool) -> None:
+        """Forget what is no longer watched at `tops` (and under them), so it is read afresh if it
+        is watched again: its server-side watch may fire unseen meanwhile. One pass over the mirror
+        for all of them (issue 18: one per gone child took 7 s of the loop for 10k children)."""
         for mirror, aspect in ((self._data, DATA), (self._children, CHILDREN)):
             if subtree:
-                paths = [p for p in mirror if p == top or p.startswith(under)]
+                paths = [p for p in mirror if under(p, tops)]
             else:
-                paths = [top] if top in mirror else []
+                paths = [p for p in tops if p in mirror]
             for path in [p for p in paths if not self._wanted(p, aspect)]:
                 del mirror[path]
+                self._stats.pop((path, aspect), None)
+
+    # -- changes no watch reported --------------------------------------------------------------
+
+    def _check_watches(self) -> None:
+        """Every `watch_check_interval`: ask (without a watch) for the stat of every znode watched."""
+        assert self._loop
+        self._checker = self._loop.call_later(self.options.watch_check_interval, self._check_watches)
+        if self._connected and self._client is not None:
+            for path, aspect in list(self._stats):
+                self._send("check", path, aspect)
+
+    def _checked(self, key: tuple[str, str], result: Any) -> None:
+        if key not in self._stats or key in self._reading or not self._wanted(*key):
+            return  # a read is on its way (an event came first: ZooKeeper orders them), or unwatched
+        if result.exception is not None:
+            return  # the connection went: everything is read again on reconnection
+        now = None if result.value is None else stamp(result.value, key[1])
+        if now == self._stats[key]:
+            return
+        log.warning("zookeeper %s: znode /%s changed (%s) without a watch event: ZooKeeper drops a watch it "
+                    "may no longer deliver, after an ACL change; reading it again", self.name, key[0],
+                    "deleted" if now is None else key[1], extra={"event": "watch_lost", "source": self.name})
+        del self._stats[key]
+        self._want(_READ[key[1]], *key)
+        self._flush()
 
     # -- pushing values -------------------------------------------------------------------------
 
@@ -495,7 +483,7 @@ class ZooKeeperSource:
             self._dirty.discard(watch)
             if self._watches.get(watch.dep) is not watch:
                 continue
-            value = self._value(watch.dep)
+            value = value_of(watch.dep, self._data, self._children)
             if value is not None:
                 self.sink.update(watch.dep, value)
 
@@ -508,96 +496,3 @@ class ZooKeeperSource:
             self._hold_since = now
         return now - self._hold_since < HOLD_MAX
 
-    def _value(self, dep: Dep) -> Any:
-        """`dep`'s value from the mirror; None while a part of it is still unknown."""
-        if dep.kind == "key":
-            return _text(self._data.get(dep.path))
-        children = self._children.get(dep.path)
-        if children is None or isinstance(children, Missing):
-            return children if children is not ABSENT else ([] if dep.kind == "ls" else {})
-        if dep.kind == "ls":
-            return sorted(children)
-        tree: dict[str, str] = {}
-        problem = self._walk(dep.path, len(dep.path) + 1 if dep.path else 0, children, tree)
-        if problem is _INCOMPLETE:
-            return None
-        return tree if problem is None else problem
-
-    def _walk(self, path: str, cut: int, children: frozenset[str], into: dict[str, str]) -> Missing | None:
-        """Fill `into` from the znodes under `path`; a Missing if one of them cannot be had.
-
-        A znode is an entry when it has no children or when its data is not empty: a znode
-        that only holds others (the usual "directory", made by `create -p`) is not.
-        """
-        for name in sorted(children):
-            child = _join(path, name)
-            data, below = self._data.get(child), self._children.get(child)
-            if data is None or below is None:
-                return _INCOMPLETE
-            if data is ABSENT or below is ABSENT:
-                continue  # deleted just now; its parent's change is on its way
-            for part in (data, below):
-                if isinstance(part, Missing):
-                    return Missing(f"cannot read znode {child[cut:]!r} of the tree: {part.reason}")
-            assert isinstance(data, bytes) and isinstance(below, frozenset)
-            if data or not below:
-                text = _text(data)
-                if isinstance(text, Missing):
-                    return Missing(f"znode {child[cut:]!r} of the tree: {text.reason}")
-                into[child[cut:]] = text
-            problem = self._walk(child, cut, below, into)
-            if problem is not None:
-                return problem
-        return None
-
-
-_INCOMPLETE = Missing("(still being read)")  # internal: the tree is not complete yet
-
-
-def _text(data: bytes | Missing | None) -> Any:
-    if not isinstance(data, bytes):
-        return data
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return Missing(f"znode data is not UTF-8 text ({exc.reason} at byte {exc.start})")
-
-
-def _why(error: BaseException) -> Missing:
-    name = type(error).__name__
-    if name == "NoAuthError":
-        return Missing("permission denied by the znode's ACL (check auth)")
-    return Missing(f"ZooKeeper error {name}")
-
-
-def _join(parent: str, name: str) -> str:
-    return f"{parent}/{name}" if parent else name
-
-
-def _bad_path(path: str) -> str | None:
-    if not path:
-        return None
-    # ZooKeeper's PathUtils.validatePath refuses these code points.
-    if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F or 0xD800 <= ord(c) <= 0xF8FF or ord(c) >= 0xFFF0
-           for c in path):
-        return "contains a character ZooKeeper does not allow in paths"
-    if any(part in ("", ".", "..") for part in path.split("/")):
-        return "path parts may not be empty, '.' or '..'"
-    return None
-
-
-def _kazoo_logger() -> logging.Logger:
-    # kazoo warns at every failed reconnection attempt, which our source_down already says; at
-    # debug it logs requests and replies, i.e. the credential and values: never below WARNING,
-    # and WARNING only when confsync itself is at debug.
-    kazoo_log = logging.getLogger(f"{__name__}.kazoo")
-    kazoo_log.setLevel(logging.WARNING if log.isEnabledFor(logging.DEBUG) else logging.ERROR)
-    return kazoo_log
-
-
-def _stop(client: Any) -> None:
-    try:
-        client.stop()
-        client.close()
-    except Exception as exc:  # kazoo gives up on a connection thread that would not end in time
-        log.warning("a ZooKeeper client did not stop cleanly: %s", exc)

@@ -13,17 +13,16 @@ import bisect
 import logging
 import os
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 from confsync.config import RelPath
-from confsync.sources import ABSENT, Dep, Functions, Missing, Sink, inotify
+from confsync.sources import Dep, Functions, Sink
+from confsync.sources.files import inotify
+from confsync.sources.files.read import read
+
+__all__ = ["FilesOptions", "FilesSource", "read"]
 
 log = logging.getLogger(__name__)
 
-# A file being written in place (IN_MODIFY without a close yet) is read this long after its last
-# write; a writer that closes it, or renames a finished file into place, is read at once.
-MODIFY_GRACE = 0.05
 # While the root is missing or cannot be watched, look again this often.
 RETRY = 1.0
 # Changes are read this long after the first of a burst, so that a script writing several files
@@ -52,8 +51,6 @@ class FilesSource:
         self._unread: set[Dep] = set()
         self._tree: inotify.Tree | None = None
         self._retry: asyncio.Task[None] | None = None
-        self._modified: set[str] = set()
-        self._modified_timer: asyncio.TimerHandle | None = None
         self._pending: set[str] = set()
         self._group_timer: asyncio.TimerHandle | None = None
         self._stop = asyncio.Event()
@@ -79,9 +76,8 @@ class FilesSource:
         self._stop.set()
         if self._retry:
             await self._retry
-        for timer in (self._modified_timer, self._group_timer):
-            if timer:
-                timer.cancel()
+        if self._group_timer:
+            self._group_timer.cancel()
         self._drop_tree()
 
     def _read_unread(self) -> None:
@@ -126,11 +122,10 @@ class FilesSource:
 
     def _lose(self, reason: str) -> None:
         # Down: push nothing more (the runner keeps the last known values); all is read again once back.
-        for timer in (self._modified_timer, self._group_timer):
-            if timer:
-                timer.cancel()
-        self._modified_timer = self._group_timer = None
-        self._pending, self._modified = set(), set()
+        if self._group_timer:
+            self._group_timer.cancel()
+        self._group_timer = None
+        self._pending = set()
         self._drop_tree()
         self.sink.source_status(self.name, False, reason)
         if not self._stop.is_set() and (self._retry is None or self._retry.done()):
@@ -160,32 +155,24 @@ class FilesSource:
                 if name == "..data" and not any(part.startswith("..") for part in parents):
                     changed.append("/".join(parents))
             elif event.mask & inotify.IN_MODIFY:
-                self._modified.add(event.path)  # still being written: wait for the close, or a pause
+                # Still being written: read at the close (IN_CLOSE_WRITE), never in between, where a
+                # shell's `>` has truncated the file and not yet written it (issue 10, item 7).
+                pass
             elif event.mask & inotify.IN_CREATE and not event.mask & inotify.IN_ISDIR and \
                     not os.path.islink(self.root / event.path):
                 pass  # a new file is empty until its writer closes it (IN_CLOSE_WRITE follows)
             else:
-                self._modified.discard(event.path)
                 changed.append(event.path)
         if changed:
             self._pending.update(changed)
             if self._group_timer is None:
                 self._group_timer = asyncio.get_running_loop().call_later(GROUP, self._flush_pending)
-        if self._modified:
-            if self._modified_timer:
-                self._modified_timer.cancel()
-            self._modified_timer = asyncio.get_running_loop().call_later(MODIFY_GRACE, self._flush_modified)
         if self._tree.lost:
             self._lose(f"root directory {self.root} was removed")
 
     def _flush_pending(self) -> None:
         self._group_timer = None
         paths, self._pending = list(self._pending), set()
-        self._changed(paths)
-
-    def _flush_modified(self) -> None:
-        self._modified_timer = None
-        paths, self._modified = list(self._modified), set()
         self._changed(paths)
 
     def _changed(self, paths: list[str] | None) -> None:
@@ -235,50 +222,3 @@ class _Index:
         for path in below:
             found |= self.by_path[path]
         return found
-
-
-def read(root: Path, dep: Dep) -> Any:
-    """The value of `dep` under `root` now: str for key, dict for tree, list for ls, or a Missing."""
-    problem = _bad_key(dep.path)
-    if problem:
-        return Missing(f"invalid key {dep.path!r}: {problem}")
-    path = root / dep.path if dep.path else root
-    try:
-        if dep.kind == "key":
-            return _text(path)
-        if dep.kind == "tree":
-            return {rel: _text(path / rel) for rel in _walk(path)}
-        if dep.kind == "ls":
-            return sorted(e.name for e in os.scandir(path) if not e.name.startswith(".."))
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-        return ABSENT if dep.kind == "key" else ({} if dep.kind == "tree" else [])
-    except UnicodeDecodeError as exc:
-        return Missing(f"value is not UTF-8 text ({exc.reason} at byte {exc.start})")
-    except OSError as exc:
-        return Missing(f"cannot read: {exc.strerror}")
-    return Missing(f"the files source has no {dep.kind}()")
-
-
-def _text(path: Path) -> str:
-    if path.is_dir():
-        raise IsADirectoryError(path)
-    return path.read_bytes().decode("utf-8")
-
-
-def _walk(top: Path) -> list[str]:
-    found = []
-    for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".."))
-        rel_dir = Path(dirpath).relative_to(top).as_posix()
-        for name in sorted(filenames):
-            if not name.startswith(".."):
-                found.append(name if rel_dir == "." else f"{rel_dir}/{name}")
-    return found
-
-
-def _bad_key(key: str) -> str | None:
-    if any(ord(c) < 32 or c == "\x7f" for c in key):
-        return "contains a control character"
-    if any(part in ("", ".", "..") or part.startswith("..") for part in key.split("/")) and key:
-        return "path parts may not be empty, '.', '..' or start with '..'"
-    return None

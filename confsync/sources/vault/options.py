@@ -1,0 +1,109 @@
+"""The vault source's options, and what templates see of it (`vault.secret`)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from confsync.config import Duration, RelPath
+from confsync.sources import ABSENT, Functions
+
+K8S_JWT = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+
+
+_METHOD_FIELDS = {
+    "token": set(),
+    "token_file": {"token_file"},
+    "approle": {"role_id", "role_id_file", "secret_id_file", "mount"},
+    "kubernetes": {"role", "jwt_file", "mount"},
+}
+
+
+@dataclass(frozen=True)
+class AuthOptions:
+    """How to get a token. No option takes a secret inline: tokens and secret IDs come from files
+    (or VAULT_TOKEN), so the config file itself never holds one."""
+
+    method: Literal["token", "token_file", "approle", "kubernetes"] = "token"
+    token_file: RelPath | None = None  # token_file
+    role_id: str | None = None  # approle: the role ID is an identifier, not a secret…
+    role_id_file: RelPath | None = None  # …but may come from a file too
+    secret_id_file: RelPath | None = None  # approle; omit for roles with bind_secret_id=false
+    role: str | None = None  # kubernetes
+    jwt_file: RelPath = K8S_JWT  # kubernetes: re-read at every login (the kubelet rotates it)
+    mount: str | None = None  # approle / kubernetes: where the auth method is enabled
+
+    def __post_init__(self) -> None:
+        allowed = _METHOD_FIELDS[self.method]
+        for f in fields(self):
+            if f.name != "method" and f.name not in allowed and getattr(self, f.name) != f.default:
+                raise ValueError(f"{f.name} is not used by auth method {self.method!r}")
+        if self.method == "token_file" and not self.token_file:
+            raise ValueError("auth method 'token_file' needs token_file")
+        if self.method == "approle" and bool(self.role_id) == bool(self.role_id_file):
+            raise ValueError("auth method 'approle' needs exactly one of role_id or role_id_file")
+        if self.method == "kubernetes" and not self.role:
+            raise ValueError("auth method 'kubernetes' needs role")
+
+
+@dataclass(frozen=True)
+class TLSOptions:
+    ca_file: RelPath | None = None  # default: VAULT_CACERT, else the system's CAs
+    verify: bool = True
+    cert_file: RelPath | None = None  # a client certificate, for servers that ask for one
+    key_file: RelPath | None = None
+
+
+@dataclass(frozen=True)
+class VaultOptions:
+    address: str | None = None  # default: VAULT_ADDR, else http://127.0.0.1:8200
+    namespace: str | None = None  # default: VAULT_NAMESPACE
+    auth: AuthOptions = AuthOptions()
+    static_secret_interval: Duration = 300.0
+    timeout: Duration = 10.0  # per request
+    tls: TLSOptions = TLSOptions()
+
+    def __post_init__(self) -> None:
+        if self.address is not None and not re.match(r"https?://[^/]", self.address):
+            raise ValueError(f"address must start with http:// or https://, got {self.address!r}")
+        if self.static_secret_interval <= 0:
+            raise ValueError("static_secret_interval must be more than 0")
+        if self.timeout <= 0:
+            raise ValueError("timeout must be more than 0")
+
+
+# -- what templates see -------------------------------------------------------------------------
+
+
+class VaultFunctions(Functions):
+    """`vault.secret(path, **params)` only: a Vault secret is a set of fields read (or issued)
+    together, and leased as one, so a per-field key() would only hide that."""
+
+    def secret(self, path: str, **params: Any) -> dict[str, Any]:
+        # Parameters are secret whenever any input to them is (issue 18); which input a value came
+        # from cannot be told, so a vault dependency never shows its parameter values.
+        dep = replace(self._dep("secret", path, **_hashable(params)), secret_params=True)
+        return self._lookup(dep, ABSENT)  # type: ignore[no-any-return]
+
+    def key(self, path: str, default: Any = ABSENT) -> str:
+        raise TypeError(f"{self._source}.key() does not exist: use {self._source}.secret(path)['field']")
+
+    def tree(self, prefix: str = "") -> dict[str, str]:
+        raise TypeError(f"{self._source}.tree() does not exist: use {self._source}.secret(path)")
+
+    def ls(self, prefix: str = "") -> list[str]:
+        raise TypeError(f"{self._source}.ls() does not exist: use {self._source}.secret(path)")
+
+
+def _hashable(params: dict[str, Any]) -> dict[str, Any]:
+    """A Dep is hashable: lists become tuples (and lists again in the request body)."""
+    out = {}
+    for name, value in params.items():
+        if isinstance(value, list | tuple):
+            value = tuple(value)
+        if not isinstance(value, str | int | float | bool | tuple):
+            raise TypeError(f"secret() parameter {name}: expected a string, number, boolean or list")
+        out[name] = value
+    return out
