@@ -36,6 +36,8 @@ def _convert(tmp_path: Path, templates: dict[str, str], extra: str = "") -> tupl
     ('{{ range $i := service "a" }}{{ break }}{{ end }}', "1:30", "loop controls"),
     ('{{ if }}', "1:1", "syntax error"),
     ('{{ service "web@dc2" }}', "1:4", "only the tag.name form"),
+    ('{{ key "app/" }}', "1:4", "strips the leading and trailing /"),
+    ('{{ key 5 }}', "1:4", "key's path: expects str"),
 ])
 def test_refusals_name_file_line_column_and_reason(tmp_path: Path, text: str, where: str, reason: str) -> None:
     code, out, conv = _convert(tmp_path, {"bad.ctmpl": text, "good.ctmpl": '{{ key "a" }}\n'})
