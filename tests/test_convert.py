@@ -106,7 +106,7 @@ def test_json_config_and_exec_refused(tmp_path: Path) -> None:
         "template": [{"contents": "{{ env \"HOME\" }}", "destination": str(tmp_path / "out")}]}))
     result = confsync("convert", str(tmp_path / "ct.json"), "-o", str(tmp_path / "conv"))
     assert result.returncode == 1
-    assert "exec: confsync does not supervise" in result.stdout
+    assert "exec: not translated: write the `exec:` section" in result.stdout
     assert (tmp_path / "conv" / "templates" / "out.j2").read_text() == '{{ env("HOME", "") }}'
 
 
