@@ -54,16 +54,19 @@ def _go_float(value: float) -> str:
     raise ValueError(f"go_print: {value!r} is printed differently by Go")
 
 
-def go_json(value: Any, pretty: bool = False) -> str:
+def go_json(value: Any, pretty: bool = False, escape_html: bool = True) -> str:
     """Go's json.Marshal (toJSON) or MarshalIndent with two spaces (toJSONPretty): sorted keys,
-    no spaces, UTF-8 kept, and <, >, &, U+2028, U+2029 escaped."""
+    no spaces, UTF-8 kept, U+2028 and U+2029 escaped, and <, > and & too unless `escape_html` is
+    false (toUnescapedJSON)."""
     if pretty:
         text = json.dumps(value, sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False)
     else:
         text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     _check_json_numbers(value)
-    for ch, esc in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"),
-                    ("\u2029", "\\u2029")):
+    escapes = [("\u2028", "\\u2028"), ("\u2029", "\\u2029")]
+    if escape_html:
+        escapes += [("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026")]
+    for ch, esc in escapes:
         text = text.replace(ch, esc)  # only ever inside strings: JSON's syntax has none of them
     return text.strip()
 
@@ -107,6 +110,14 @@ def go_quote(text: str) -> str:
             out.append(f"\\U{ord(ch):08x}")
     out.append('"')
     return "".join(out)
+
+
+def go_kv_path(path: str) -> str:
+    """A Consul path computed at render time, refused where confsync would read another key:
+    consul-template reads "key@dc" as a datacenter and keeps a leading or trailing "/"."""
+    if not isinstance(path, str) or "@" in path or not path.strip("/") or path != path.strip("/"):
+        raise ValueError(f"a Consul path {path!r} that confsync would read differently")
+    return path
 
 
 def go_trim(text: str) -> str:
@@ -214,5 +225,5 @@ def explode(tree: Mapping[str, str]) -> dict[str, Any]:
     return out
 
 
-FILTERS = {f.__name__: f for f in (go_print, go_json, go_str, go_quote, go_trim, go_split, go_indent,
+FILTERS = {f.__name__: f for f in (go_print, go_json, go_str, go_quote, go_kv_path, go_trim, go_split, go_indent,
                                    go_b64encode, go_b64decode, go_lower, go_upper, by_tag, by_key, explode)}

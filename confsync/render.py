@@ -11,6 +11,7 @@ import logging
 import os
 import stat
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,8 +164,10 @@ class Template:
                 text = self.compiled.render(names)
         except Exception as exc:
             # Else most likely caused by a placeholder: retried when data arrives. The budget is
-            # the template's own doing, whatever it waits for.
-            if not result.missing or isinstance(exc, BudgetError):
+            # the template's own doing, whatever it waits for; but once once/init's --timeout has
+            # passed while data is still missing, what cut the render is the missing data (exit 3).
+            out_of_time = deadline is not None and time.monotonic() >= deadline
+            if not result.missing or (isinstance(exc, BudgetError) and not out_of_time):
                 kind, detail = _describe(exc)
                 result.error = TemplateError(f"{self.path}:{_line_of(exc, self.path)}: {kind}", detail)
             return result

@@ -31,6 +31,8 @@ from confsync.sources import ABSENT, Dep, Missing, Source, source_class
 
 log = logging.getLogger(__name__)
 
+DEADLINE_GRACE = 1.0
+
 
 @dataclass
 class Timing:
@@ -109,7 +111,9 @@ class Runner:
         self.config = config
         self.exec_env = exec_env
         self.targets = targets or {}
-        self.deadline = deadline  # time.monotonic() by which once/init must be done, renders included
+        # time.monotonic() by which once/init must be done. A render may run DEADLINE_GRACE past it:
+        # the renders that discover what is missing at the timeout (exit 3) must not be cut short.
+        self.deadline = deadline + DEADLINE_GRACE if deadline is not None else None
         self.reload_enabled = reloads
         self.dry_run = dry_run
         self.diff = diff

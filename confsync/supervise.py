@@ -55,7 +55,6 @@ class Supervisor:
         self.command = command
         self.env: dict[str, str] = {}  # the latest rendered `exec.env` values
         self.state: AppState = "waiting"
-        self.restarts = 0
         self.exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()  # ended on its own
         self._proc: asyncio.subprocess.Process | None = None
         self._started_env: dict[str, str] = {}
@@ -63,7 +62,7 @@ class Supervisor:
         self._restart_timer: asyncio.TimerHandle | None = None
         self._restart: asyncio.Task[None] | None = None
         self._files_changed = False  # with `reload_signal: restart`, since the app started
-        self._watcher: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None  # held: the loop keeps only weak references to tasks
 
     def stopping(self) -> bool:
         return self.state == "stopping"
@@ -184,6 +183,8 @@ class Supervisor:
         self._restart = asyncio.create_task(self._restart_app())
 
     async def _restart_app(self) -> None:
+        if self.state != "running":  # it ended on its own meanwhile: confsync ends with it
+            return
         self.state = "restarting"
         old = self._proc
         assert old is not None
@@ -200,7 +201,6 @@ class Supervisor:
             if not self.exited.done():
                 self.exited.set_result(exc.exit_code)
             return
-        self.restarts += 1
         if self.env != self._started_env:  # changed while the old process was stopping
             self.request_restart()
 

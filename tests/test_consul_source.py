@@ -575,7 +575,9 @@ async def test_tls_options_reach_the_client(tmp_path, monkeypatch):
 
 def load_options(tmp_path: Path, body: str) -> ConsulOptions:
     path = tmp_path / "opts.yaml"
-    path.write_text(f"sources:\n  consul:\n    type: consul\n    {body}")
+    (tmp_path / "t.j2").write_text("x")
+    path.write_text(f"sources:\n  consul:\n    type: consul\n    {body}\n"
+                    "templates:\n  - {source: t.j2, destination: out/t}\n")
     return load(path).sources["consul"].options
 
 

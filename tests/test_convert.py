@@ -36,6 +36,8 @@ def _convert(tmp_path: Path, templates: dict[str, str], extra: str = "") -> tupl
     ('{{ range $i := service "a" }}{{ break }}{{ end }}', "1:30", "loop controls"),
     ('{{ if }}', "1:1", "syntax error"),
     ('{{ service "web@dc2" }}', "1:4", "only the tag.name form"),
+    ('{{ key "app/" }}', "1:4", "strips the leading and trailing /"),
+    ('{{ key 5 }}', "1:4", "key's path: expects str"),
 ])
 def test_refusals_name_file_line_column_and_reason(tmp_path: Path, text: str, where: str, reason: str) -> None:
     code, out, conv = _convert(tmp_path, {"bad.ctmpl": text, "good.ctmpl": '{{ key "a" }}\n'})
@@ -104,7 +106,7 @@ def test_json_config_and_exec_refused(tmp_path: Path) -> None:
         "template": [{"contents": "{{ env \"HOME\" }}", "destination": str(tmp_path / "out")}]}))
     result = confsync("convert", str(tmp_path / "ct.json"), "-o", str(tmp_path / "conv"))
     assert result.returncode == 1
-    assert "exec: confsync does not supervise" in result.stdout
+    assert "exec: not translated: write the `exec:` section" in result.stdout
     assert (tmp_path / "conv" / "templates" / "out.j2").read_text() == '{{ env("HOME", "") }}'
 
 

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from confsync.convert.emit import convert_template
-from confsync.render import make_environment
+from confsync.render import Template, make_environment
 from tests.helpers import build_ctrender
 
 TEXT = st.text(alphabet=["a", " ", "\t", "\n", "\r", "\xa0", "\u2003", "{", "}", "%", "#", "é", "-"], max_size=6)
@@ -76,5 +76,7 @@ def test_trimming_and_text_render_as_go_does(ctrender: tuple[Path, Path], tmp_pa
     assert go.returncode == 0, go.stderr
     text, refusals = convert_template(source)
     assert text is not None, refusals
-    rendered = make_environment([tmp_path]).from_string(text).render()
-    assert rendered.encode() == go.stdout, text
+    (tmp_path / "t.j2").write_text(text)
+    result = Template(make_environment([tmp_path]), tmp_path / "t.j2", {}).render(lambda dep: None)
+    assert result.text is not None, result.error
+    assert result.text.encode() == go.stdout, text

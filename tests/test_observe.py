@@ -37,7 +37,8 @@ def test_endpoints_follow_the_daemon(project, tmp_path):
         waiting = httpx.get(f"{base}/readyz")
         assert waiting.status_code == 503
         assert waiting.json() == {"ready": False, "waiting": {
-            str(tmp_path / "out/app.conf"): {"kv.key('db/host')": "does not exist"}}}
+            str(tmp_path / "out/app.conf"): {"kv.key('db/host')": "does not exist"}},
+            "stale": {}, "max_stale_for_ready": 300.0}
 
         (tmp_path / "data/db").mkdir()
         (tmp_path / "data/db/host").write_text("db1")
@@ -45,7 +46,8 @@ def test_endpoints_follow_the_daemon(project, tmp_path):
         daemon.wait_event("reloaded")
         assert written["sha256"] == hashlib.sha256(b"db1").hexdigest()
         assert written["changed"] == ["kv.key('db/host')"] and written["template"].endswith("app.conf")
-        assert httpx.get(f"{base}/readyz").json() == {"ready": True, "waiting": {}}
+        assert httpx.get(f"{base}/readyz").json() == {"ready": True, "waiting": {}, "stale": {},
+                                                       "max_stale_for_ready": 300.0}
 
         metrics = httpx.get(f"{base}/metrics").text
         dest = str(tmp_path / "out/app.conf")

@@ -132,8 +132,8 @@ def convert(path: Path, raw: dict[str, Any]) -> Converted:
         elif key == "log_level":
             out.top["log_level"] = _LOG_LEVELS.get(str(value).lower(), "info")
         elif key == "exec":
-            out.refused.append("exec: confsync does not supervise the app here (run it with systemd or "
-                               "Kubernetes; confsync reloads it)")
+            out.refused.append("exec: not translated: write the `exec:` section for `confsync exec` by hand "
+                               "(docs/migrating.md maps each key)")
         elif key in _IGNORED_TOP:
             out.notes.append(f"{key}: not mapped: {_IGNORED_TOP[key]}")
         else:

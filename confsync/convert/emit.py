@@ -289,9 +289,12 @@ class Emitter:
                     self.fresh(default_key),
                     self.fresh(elem_var if elem_var and k not in ("kvlist", "snippets") else default_value))
 
-        if k in ("services", "strlist"):
-            name = self.fresh(elem_var or ("instance" if k == "services" else "item"))
-            return name, v.code, Value(name, "service" if k == "services" else "str"), None
+        if k in ("services", "strlist", "intlist"):
+            if k == "intlist" and index_var is not None:
+                raise Refusal(pos, "range $i, $e over loop: Go ranges over its channel with one variable only")
+            name = self.fresh(elem_var or {"services": "instance", "strlist": "item", "intlist": "i"}[k])
+            elem = Value(name, {"services": "service", "strlist": "str", "intlist": "int"}[k])
+            return name, v.code, elem, None
         if k in ("kvlist", "snippets"):
             key_name, value_name = names("key", "value") if k == "kvlist" else names("name", "tags")
             iterable = f"{_paren(v.code)} | dictsort(true)"
@@ -581,7 +584,21 @@ def _escape(text: str, tag_follows: bool) -> str:
     return "".join(out)
 
 
+def _merge_texts(pieces: list[Text | _Tag]) -> list[Text | _Tag]:
+    """Texts left side by side (a comment was dropped between them) as one: what Jinja2's `-`
+    would strip is the white space around both together."""
+    merged: list[Text | _Tag] = []
+    for piece in pieces:
+        last = merged[-1] if merged else None
+        if isinstance(piece, Text) and isinstance(last, Text):
+            merged[-1] = Text(last.text + piece.text, last.pos, last.cut_left, piece.cut_right)
+        else:
+            merged.append(piece)
+    return merged
+
+
 def _assemble(pieces: list[Text | _Tag]) -> str:
+    pieces = _merge_texts(pieces)
     texts: dict[int, str] = {}
     for i, piece in enumerate(pieces):
         if isinstance(piece, _Tag):

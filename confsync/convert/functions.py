@@ -76,17 +76,24 @@ def _literal_str(v: Value, pos: Pos, what: str) -> str:
 
 
 def _kv_path(args: list[Value], pos: Pos, name: str) -> str:
+    """The path's Jinja2 expression. A literal is checked here; a path computed at render time goes
+    through go_kv_path, which fails the render on what confsync would read differently."""
     _count(args, 1, pos, name)
-    path = _literal_str(args[0], pos, f"{name}'s path")
+    v = _want(args[0], "str", pos, f"{name}'s path")
+    if not v.is_literal:
+        return f"({v.code} | go_kv_path)"
+    path = str(v.literal)
     if not path.strip("/"):
         raise Refusal(pos, f"{name} of an empty path")
     if "@" in path:
         raise Refusal(pos, f"{name}: @datacenter per call; configure a second consul source instead")
-    return path
+    if path.startswith("/") or path.endswith("/"):
+        raise Refusal(pos, f"{name} {path!r}: confsync strips the leading and trailing /, consul-template does not")
+    return v.code
 
 
 def key(args: list[Value], pos: Pos) -> Value:
-    return Value(f"{CONSUL}.key({jinja_string(_kv_path(args, pos, 'key'))})", "str")
+    return Value(f"{CONSUL}.key({_kv_path(args, pos, 'key')})", "str")
 
 
 def key_or_default(args: list[Value], pos: Pos) -> Value:
@@ -94,21 +101,20 @@ def key_or_default(args: list[Value], pos: Pos) -> Value:
     path = _kv_path(args[:1], pos, "keyOrDefault")
     default = _want(args[1], "str", pos, "keyOrDefault's default")
     # consul-template returns the default for an empty value too (funcs.go keyWithDefaultFunc)
-    return Value(f"({CONSUL}.key({jinja_string(path)}, default={default.code}) or {default.code})", "str")
+    return Value(f"({CONSUL}.key({path}, default={default.code}) or {default.code})", "str")
 
 
 def key_exists(args: list[Value], pos: Pos) -> Value:
-    path = _kv_path(args, pos, "keyExists")
-    return Value(f"({CONSUL}.key({jinja_string(path)}, default=none) is not none)", "bool")
+    return Value(f"({CONSUL}.key({_kv_path(args, pos, 'keyExists')}, default=none) is not none)", "bool")
 
 
 def tree(args: list[Value], pos: Pos) -> Value:
-    return Value(f"{CONSUL}.tree({jinja_string(_kv_path(args, pos, 'tree'))})", "kvlist")
+    return Value(f"{CONSUL}.tree({_kv_path(args, pos, 'tree')})", "kvlist")
 
 
 def ls(args: list[Value], pos: Pos) -> Value:
     # ls: the tree's top-level keys only (funcs.go lsFunc skips keys with a "/")
-    return Value(f"{CONSUL}.tree({jinja_string(_kv_path(args, pos, 'ls'))})", "kvlist", extra=("ls",))
+    return Value(f"{CONSUL}.tree({_kv_path(args, pos, 'ls')})", "kvlist", extra=("ls",))
 
 
 _SERVICE = re.compile(r"^(?:(?P<tag>[^.|@~]+)\.)?(?P<name>[^.|@~]+)(?P<rest>.*)$")
@@ -181,11 +187,28 @@ def env_or_default(args: list[Value], pos: Pos) -> Value:
 _JSON_OK = {"str", "int", "bool", "strlist", "strmap", "json", "anymap", "any"}
 
 
-def to_json(args: list[Value], pos: Pos, pretty: bool = False) -> Value:
-    _count(args, 1, pos, "toJSON")
-    v = _want(args[0], _JSON_OK, pos, "toJSON (Go marshals consul-template's structs with fields confsync "
-                                      "does not have)")
-    return Value(f"({v.code} | go_json{'(pretty=true)' if pretty else ''})", "str")
+def _to_json(pretty: bool = False, escape_html: bool = True) -> Translator:
+    def translate(args: list[Value], pos: Pos) -> Value:
+        _count(args, 1, pos, "toJSON")
+        v = _want(args[0], _JSON_OK, pos, "toJSON (Go marshals consul-template's structs with fields confsync "
+                                          "does not have)")
+        options = [o for o, on in (("pretty=true", pretty), ("escape_html=false", not escape_html)) if on]
+        return Value(f"({v.code} | go_json{'(' + ', '.join(options) + ')' if options else ''})", "str")
+    return translate
+
+
+def loop(args: list[Value], pos: Pos) -> Value:
+    _count(args, (1, 2), pos, "loop")
+    bounds = [_want(a, "int", pos, "loop") for a in args]
+    return Value(f"range({', '.join(b.code for b in bounds)})", "intlist")
+
+
+def _trim_affix(method: str, name: str) -> Translator:
+    def translate(args: list[Value], pos: Pos) -> Value:
+        _count(args, 2, pos, name)
+        affix, s = (_want(a, "str", pos, name) for a in args)
+        return Value(f"{_atom(s)}.{method}({affix.code})", "str")
+    return translate
 
 
 def parse_json(args: list[Value], pos: Pos) -> Value:
@@ -285,8 +308,15 @@ TRANSLATORS: dict[str, Translator] = {
     "secret": secret,
     "env": env,
     "envOrDefault": env_or_default,
-    "toJSON": to_json,
-    "toJSONPretty": lambda args, pos: to_json(args, pos, pretty=True),
+    "toJSON": _to_json(),
+    "toJSONPretty": _to_json(pretty=True),
+    "toUnescapedJSON": _to_json(escape_html=False),
+    "toUnescapedJSONPretty": _to_json(pretty=True, escape_html=False),
+    "loop": loop,
+    "trimPrefix": _trim_affix("removeprefix", "trimPrefix"),
+    "trimSuffix": _trim_affix("removesuffix", "trimSuffix"),
+    "sha256Hex": _text_filter("sha256", "sha256Hex"),
+    "md5sum": _text_filter("md5", "md5sum"),
     "parseJSON": parse_json,
     "split": split,
     "join": join,

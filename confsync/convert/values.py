@@ -17,6 +17,7 @@ from confsync.convert.gotemplate import Pos
 #   json                       parseJSON's interface{} (numbers are float64 in Go)
 #   any                        a Vault field, an explode() node: printed through go_print
 #   strlist, strmap            []string / map[string]string
+#   intlist                    loop's channel of int64        / range()
 #   kvlist                     []*KeyPair from tree/ls        / a mapping path → value (+ `ls` filter)
 #   kvpair                     *KeyPair                       / two loop variables (key, value)
 #   pairmap, bykey             byKey's maps                   / nested mappings

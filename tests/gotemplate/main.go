@@ -9,7 +9,10 @@ package main
 
 import (
 	"bytes"
+	"crypto/md5"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -328,6 +331,39 @@ func arith(op string) func(b, a int) (int, error) {
 	}
 }
 
+func unescapedJSON(v interface{}, indent string) (string, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if indent != "" {
+		enc.SetIndent("", indent)
+	}
+	if err := enc.Encode(v); err != nil {
+		return "", err
+	}
+	return strings.TrimRight(buf.String(), "\r\n"), nil
+}
+
+func loop(bounds ...int) (<-chan int64, error) {
+	start, stop := 0, 0
+	switch len(bounds) {
+	case 1:
+		stop = bounds[0]
+	case 2:
+		start, stop = bounds[0], bounds[1]
+	default:
+		return nil, fmt.Errorf("loop: wrong number of arguments")
+	}
+	ch := make(chan int64)
+	go func() {
+		for i := start; i < stop; i++ {
+			ch <- int64(i)
+		}
+		close(ch)
+	}()
+	return ch, nil
+}
+
 func main() {
 	if len(os.Args) != 3 && len(os.Args) != 5 {
 		fmt.Fprintln(os.Stderr, "usage: ctrender SNAPSHOT.json TEMPLATE [LEFT RIGHT]")
@@ -382,19 +418,19 @@ func main() {
 			}
 			return strings.Split(s, sep)
 		},
-		"join":       func(sep string, a []string) string { return strings.Join(a, sep) },
-		"replaceAll": func(f, t, s string) string { return strings.ReplaceAll(s, f, t) },
-		"contains":   func(v, l interface{}) bool { return in(l, v) },
-		"in":         in,
-		"byTag":      byTag,
-		"byKey":      byKey,
-		"explode":    explode,
-		"indent":     indent,
-		"add":        arith("+"),
-		"subtract":   arith("-"),
-		"multiply":   arith("*"),
-		"divide":     arith("/"),
-		"modulo":     arith("%"),
+		"join":         func(sep string, a []string) string { return strings.Join(a, sep) },
+		"replaceAll":   func(f, t, s string) string { return strings.ReplaceAll(s, f, t) },
+		"contains":     func(v, l interface{}) bool { return in(l, v) },
+		"in":           in,
+		"byTag":        byTag,
+		"byKey":        byKey,
+		"explode":      explode,
+		"indent":       indent,
+		"add":          arith("+"),
+		"subtract":     arith("-"),
+		"multiply":     arith("*"),
+		"divide":       arith("/"),
+		"modulo":       arith("%"),
 		"base64Encode": func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) },
 		"base64Decode": func(s string) (string, error) {
 			b, err := base64.StdEncoding.DecodeString(s)
@@ -404,6 +440,19 @@ func main() {
 		"base64URLDecode": func(s string) (string, error) {
 			b, err := base64.URLEncoding.DecodeString(s)
 			return string(b), err
+		},
+		"toUnescapedJSON":       func(v interface{}) (string, error) { return unescapedJSON(v, "") },
+		"toUnescapedJSONPretty": func(v interface{}) (string, error) { return unescapedJSON(v, "  ") },
+		"loop":                  loop,
+		"trimPrefix":            func(p, s string) string { return strings.TrimPrefix(s, p) },
+		"trimSuffix":            func(p, s string) string { return strings.TrimSuffix(s, p) },
+		"sha256Hex": func(s string) string {
+			sum := sha256.Sum256([]byte(s))
+			return hex.EncodeToString(sum[:])
+		},
+		"md5sum": func(s string) string {
+			sum := md5.Sum([]byte(s))
+			return hex.EncodeToString(sum[:])
 		},
 		"toLower":   strings.ToLower,
 		"toUpper":   strings.ToUpper,
