@@ -239,3 +239,31 @@ def test_a_watched_key_that_cannot_be_read_is_a_warning_a_metric_and_not_ready(p
         assert "does not exist" in daemon.wait_event("unreadable")["message"]
         assert ready().status_code == 503
     assert (tmp_path / "out/app.conf").read_text() == "v=2"
+
+
+def test_out_of_descriptors_is_an_error_readyz_shows_not_waiting(project, tmp_path):
+    """EMFILE on a key read was treated as "waiting" (debug only) and /readyz said 200 (issue 10,
+    item 5). The daemon's own descriptor limit is lowered to what it holds, so its next open fails."""
+    import resource
+
+    cfg = project(ONE, {"templates/t.j2": "v={{ kv.key('k') }}"}, {"k": "1"})
+    port = free_port()
+    with Daemon("-c", str(cfg), "--listen", f"127.0.0.1:{port}") as daemon:
+        daemon.wait_event("written")
+        pid = daemon.proc.pid
+        limits = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+        held = len(os.listdir(f"/proc/{pid}/fd"))
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (held, limits[1]))
+        try:
+            (tmp_path / "data/k").write_text("2")
+            warning = daemon.wait_event("unreadable")
+        finally:
+            resource.prlimit(pid, resource.RLIMIT_NOFILE, limits)
+        assert warning["level"] == "warning" and "Too many open files" in warning["message"]
+        answer = httpx.get(f"http://127.0.0.1:{port}/readyz")
+        assert answer.status_code == 503 and "Too many open files" in answer.text
+        assert 'reason="unreadable"' in httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        (tmp_path / "data/k").write_text("3")  # descriptors back: the next change is read and written
+        daemon.wait_event("written")
+        assert httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
+    assert (tmp_path / "out/app.conf").read_text() == "v=3"
