@@ -12,7 +12,6 @@ import functools
 import keyword
 import os
 import re
-import stat
 import types
 import typing
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+from confsync.configfile import read_mapping
 from confsync.errors import ConfigError
 
 # Field markers, read by `_convert` from the type hints.
@@ -258,15 +258,11 @@ _TOP_LEVEL = {"sources", "templates", "reloaders", "wait", "render", "listen", "
               "log_format", "env_allow", "pid_file", "exec"}
 _ENV_OVERRIDES = {"listen": "CONFSYNC_LISTEN", "log_level": "CONFSYNC_LOG_LEVEL",
                   "log_format": "CONFSYNC_LOG_FORMAT", "pid_file": "CONFSYNC_PID_FILE"}
-MAX_CONFIG_BYTES = 1 << 20  # a config file is a few KiB; /dev/zero or a log file given by mistake is not
-MAX_YAML_NODES = 100_000  # counted with aliases expanded: a YAML alias bomb is refused, not built
-
-
 def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
     """Read and check a config file. `overrides` (from flags, named by flag) beat `CONFSYNC_*`
     variables, which beat the file. Every problem is reported, not just the first."""
     path = Path(path).absolute()
-    raw = _read(path)
+    raw = read_mapping(path)
     origin: dict[str, str] = {}  # where a value came from, when not from the file
     for name, var in _ENV_OVERRIDES.items():
         if os.environ.get(var):
@@ -286,97 +282,6 @@ def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
             for p in problems))
     assert config is not None
     return config
-
-
-def read_text(path: Path) -> str:
-    """A file a user names as config (or a template to convert): a regular file of at most 1 MiB of
-    UTF-8. Not /dev/zero (read until memory runs out), not a FIFO (an open that waits forever)."""
-    try:
-        # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused just below.
-        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as fh:
-            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-                raise ConfigError(f"{path}: not a regular file")
-            data = fh.read(MAX_CONFIG_BYTES + 1)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    if len(data) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES >> 20} MiB: not a config file")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
-
-
-def _read(path: Path) -> dict[str, Any]:
-    text = read_text(path)
-    if path.suffix == ".toml":
-        import tomllib
-
-        try:
-            parsed: Any = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    else:
-        parsed = _load_yaml(path, text)
-    if parsed is None:
-        raise ConfigError(f"{path}: the file is empty: nothing to do (see docs/configuration.md)")
-    if not isinstance(parsed, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping, got {type(parsed).__name__}")
-    return parsed
-
-
-def _load_yaml(path: Path, text: str) -> Any:
-    """YAML with its errors naming the file, duplicate keys refused (YAML says keys are unique; PyYAML
-    keeps the last one silently), and an alias bomb refused before it is built (issue 11 item 10)."""
-    import io
-
-    import yaml
-
-    stream = io.StringIO(text)
-    stream.name = str(path)  # the name the parser puts in its marks, instead of "<unicode string>"
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(stream)
-    try:
-        node = loader.get_single_node()
-        if node is None:
-            return None
-        _check_nodes(node, path)
-        return loader.construct_document(node)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    finally:
-        loader.dispose()
-
-
-def _check_nodes(root: Any, path: Path) -> None:
-    import yaml
-
-    sizes: dict[int, int] = {}
-
-    def size(node: Any) -> int:  # the node count once aliases are expanded, each shared node counted once
-        if id(node) in sizes:
-            return sizes[id(node)]
-        sizes[id(node)] = 1  # a recursive alias counts once
-        total = 1
-        if isinstance(node, yaml.MappingNode):
-            seen: dict[Any, int] = {}
-            for key, value in node.value:
-                if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
-                    if key.value in seen:
-                        raise ConfigError(f"{path}:{key.start_mark.line + 1}: duplicate key {key.value!r} "
-                                          f"(first at line {seen[key.value]})")
-                    seen[key.value] = key.start_mark.line + 1
-                total += size(key) + size(value)
-        elif isinstance(node, yaml.SequenceNode):
-            total += sum(size(item) for item in node.value)
-        sizes[id(node)] = total = min(total, MAX_YAML_NODES + 1)
-        if total > MAX_YAML_NODES:
-            raise ConfigError(f"{path}: more than {MAX_YAML_NODES} values once aliases are expanded "
-                              "(a YAML alias bomb?)")
-        return total
-
-    size(root)
 
 
 class _FieldError(Exception):
@@ -421,7 +326,7 @@ def _build(path: Path, raw: dict[str, Any]) -> Config | None:
         return None
     config = dataclasses.replace(checked, path=path, sources=sources)
     if not _PROBLEMS.get():  # cross-references only between parts that are right themselves
-        _check_references(config, raw.get("sources") or {})
+        _check_references(config)
     return config
 
 
@@ -460,7 +365,7 @@ def _build_sources(base: Path, raw: Any) -> dict[str, SourceConfig]:
     return sources
 
 
-def _check_references(config: Config, raw_sources: dict[str, Any]) -> None:
+def _check_references(config: Config) -> None:
     if EXEC in config.reloaders:
         _report(_FieldError(f"reloaders.{EXEC}", f"the name {EXEC!r} is reserved for the app `confsync exec` runs"))
     seen: dict[Path, int] = {}

@@ -68,6 +68,8 @@ CORPUS = {
     "alias bomb": (BOMB, "x", "a YAML alias bomb"),
     "YAML error names the file": (ONE + "wait: [\n", "x", 'in "{dir}/confsync.yaml", line'),
     "unknown key": (ONE + "waitt: 1s\n", "x", "waitt: unknown key"),
+    "source timeout 0": ("sources:\n  kv: {type: files, root: ./data}\n  e: {type: etcd, timeout: 0}\n"
+                         + ONE[len(KV):], "x", "sources.e.timeout: must be more than 0"),
     "source type": ("sources:\n  kv: {type: filez, root: .}\n" + ONE[len(KV):], "x", "sources.kv.type: unknown"),
 }
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confsync.config import read_text
+from confsync.configfile import read_text
 from confsync.errors import ConfigError
 
 

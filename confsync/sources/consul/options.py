@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from confsync.config import Duration, RelPath
+from confsync.config import Duration, PositiveDuration, RelPath
 
 DEFAULT_ADDRESS = "127.0.0.1:8500"
 
@@ -33,7 +33,7 @@ class ConsulOptions:
     consistency: Literal["default", "stale", "consistent"] = "default"
     tls: ConsulTLS = field(default_factory=ConsulTLS)
     wait: Duration = 60.0  # how long Consul holds each blocking query
-    timeout: Duration = 10.0  # to connect, or for an answer beyond the blocking wait
+    timeout: PositiveDuration = 10.0  # to connect, or for an answer beyond the blocking wait
     # With consistency: stale, an answer from a server that last heard from the leader longer ago than
     # this (X-Consul-LastContact), or knows no leader, is dropped and asked of the leader instead.
     max_stale: Duration = 2.0

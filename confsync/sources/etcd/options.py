@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from confsync.config import Duration, RelPath
+from confsync.config import PositiveDuration, RelPath
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:2379"
 
@@ -24,7 +24,7 @@ class EtcdOptions:
     username: str | None = None  # default: $ETCDCTL_USER ("name" or "name:password")
     password_file: RelPath | None = None  # default: $ETCDCTL_PASSWORD
     tls: TlsOptions | None = None  # default: $ETCDCTL_CACERT, $ETCDCTL_CERT, $ETCDCTL_KEY
-    timeout: Duration = 5.0  # one read or authentication (the watch stream has none)
+    timeout: PositiveDuration = 5.0  # one read or authentication (the watch stream has none)
     secret: bool = False  # values are secrets: files 0600 by default, values kept out of diffs and errors
 
 
