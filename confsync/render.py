@@ -63,7 +63,18 @@ def _bytecode_cache() -> jinja2.BytecodeCache | None:
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
         return None
     # Named apart from the caches of earlier versions: their code lacks the budget's checks (sandbox.py).
-    return jinja2.FileSystemBytecodeCache(directory, pattern="__confsync_budgeted_%s.cache")
+    return jinja2.FileSystemBytecodeCache(directory, pattern=f"__confsync_{_compiler_fingerprint()}_%s.cache")
+
+
+def _compiler_fingerprint() -> str:
+    """Bytecode is only as good as the code that compiled it: Jinja2 checks its own version, not
+    ours, so a confsync whose sandbox compiles differently (a new release, another checkout) must
+    not load what an older one cached."""
+    import hashlib
+
+    from confsync import sandbox
+
+    return hashlib.sha256(Path(sandbox.__file__).read_bytes() + Path(__file__).read_bytes()).hexdigest()[:16]
 
 
 class FolderLoader(jinja2.FileSystemLoader):

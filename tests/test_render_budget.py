@@ -74,7 +74,10 @@ def test_a_runaway_render_fails_cleanly_and_memory_stays_bounded(project, tmp_pa
     (tmp_path / "out").mkdir()
     (tmp_path / "out/app.conf").write_text("good")
     stderr, peak = once_measured(cfg, "--timeout", "2s")
-    assert "t.j2:2: over the render budget" in stderr or "t.j2:2: RecursionError" in stderr, stderr
+    # The line is "?" when the deadline strikes outside the template's own frames (seen with a cold
+    # bytecode cache on the macro fan-out): the file is still named, the failure still the budget's.
+    assert any(f"t.j2:{line}: {what}" in stderr for line in ("2", "?")
+               for what in ("over the render budget", "RecursionError")), stderr
     assert "Traceback" not in stderr
     assert (tmp_path / "out/app.conf").read_text() == "good"
     assert peak - idle_peak < 100 * 1024, f"{(peak - idle_peak) // 1024} MiB over an idle render"
