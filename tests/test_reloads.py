@@ -123,9 +123,11 @@ reloaders:
   fast: {command: "cat out/fast.conf >> fast-reloads"}
 """, {"slow.j2": "{{ kv.key('s') }}", "fast.j2": "{{ kv.key('f') }}\n"}, {"s": "1", "f": "1"})
     with Daemon("-c", str(cfg), cwd=tmp_path) as daemon:
+        fast_reloads = tmp_path / "fast-reloads"
         wait_until((tmp_path / "slow-started").exists, what="the slow reload to start")
+        wait_until(lambda: fast_reloads.exists() and fast_reloads.read_text() == "1\n", what="the first fast reload")
         (tmp_path / "data/f").write_text("2")
-        wait_until(lambda: (tmp_path / "fast-reloads").read_text() == "1\n2\n", what="two fast reloads")
+        wait_until(lambda: fast_reloads.read_text() == "1\n2\n", what="two fast reloads")
         assert (tmp_path / "out/fast.conf").read_text() == "2\n"
         (tmp_path / "go").touch()
         daemon.wait_event("reloaded", reloader="slow")
