@@ -16,7 +16,7 @@ let go of a request stuck on a dead server):
   new login also fetches anew the leased secrets obtained with the old token.
 - each KV secret: re-read every `static_secret_interval`; an unchanged value is dropped by the runner.
 
-Messages carry paths, HTTP statuses and Vault's own error text: never a token, a secret ID, a JWT
+Messages carry paths, HTTP statuses and Vault's own error text: never a token, a secret ID, a JWT, a password
 or a secret's value, and never hvac's exception text (it holds request URLs and bodies).
 """
 

@@ -4,48 +4,56 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, fields, replace
-from pathlib import Path
 from typing import Any, Literal
 
-from confsync.config import Duration, RelPath
+from confsync.config import Duration, Perms, RelPath
 from confsync.sources import ABSENT, Functions
 
-K8S_JWT = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 
+@dataclass(frozen=True)
+class SinkOptions:
+    """Where the current token is written for the application (Vault Agent's file sink)."""
 
-_METHOD_FIELDS = {
-    "token": set(),
-    "token_file": {"token_file"},
-    "approle": {"role_id", "role_id_file", "secret_id_file", "mount"},
-    "kubernetes": {"role", "jwt_file", "mount"},
-}
+    path: RelPath
+    mode: Perms = 0o600
+    wrap_ttl: Duration | None = None  # write a response-wrapping token (JSON) that unwraps to the token
+
+    def __post_init__(self) -> None:
+        if self.mode & 0o004:
+            raise ValueError(f"mode {self.mode:04o} lets every user read the token: use at most 0640")
+        if self.wrap_ttl is not None and self.wrap_ttl < 1:
+            raise ValueError("wrap_ttl must be at least 1s")
 
 
 @dataclass(frozen=True)
 class AuthOptions:
-    """How to get a token. No option takes a secret inline: tokens and secret IDs come from files
-    (or VAULT_TOKEN), so the config file itself never holds one."""
+    """How to get a token. No option takes a secret inline: tokens, secret IDs, JWTs and passwords
+    come from files (or the environment), so the config file itself never holds one."""
 
-    method: Literal["token", "token_file", "approle", "kubernetes"] = "token"
+    method: Literal["token", "token_file", "approle", "kubernetes", "jwt", "cert", "userpass"] = "token"
     token_file: RelPath | None = None  # token_file
     role_id: str | None = None  # approle: the role ID is an identifier, not a secret…
     role_id_file: RelPath | None = None  # …but may come from a file too
     secret_id_file: RelPath | None = None  # approle; omit for roles with bind_secret_id=false
-    role: str | None = None  # kubernetes
-    jwt_file: RelPath = K8S_JWT  # kubernetes: re-read at every login (the kubelet rotates it)
-    mount: str | None = None  # approle / kubernetes: where the auth method is enabled
+    role: str | None = None  # kubernetes, jwt; cert: the certificate role's name
+    jwt_file: RelPath | None = None  # kubernetes (default: the pod's service account token), jwt
+    username: str | None = None  # userpass
+    password_file: RelPath | None = None  # userpass: one of these two
+    password_env: str | None = None  # userpass: the name of the environment variable
+    mount: str | None = None  # where the auth method is enabled (default: its own name)
+    sink: SinkOptions | None = None  # any method
 
     def __post_init__(self) -> None:
-        allowed = _METHOD_FIELDS[self.method]
+        from confsync.sources.vault.auth import method_class
+
+        method = method_class(self.method)
         for f in fields(self):
-            if f.name != "method" and f.name not in allowed and getattr(self, f.name) != f.default:
+            if f.name not in ("method", "sink") and f.name not in method.uses \
+                    and getattr(self, f.name) != f.default:
                 raise ValueError(f"{f.name} is not used by auth method {self.method!r}")
-        if self.method == "token_file" and not self.token_file:
-            raise ValueError("auth method 'token_file' needs token_file")
-        if self.method == "approle" and bool(self.role_id) == bool(self.role_id_file):
-            raise ValueError("auth method 'approle' needs exactly one of role_id or role_id_file")
-        if self.method == "kubernetes" and not self.role:
-            raise ValueError("auth method 'kubernetes' needs role")
+        problem = method.problem(self)
+        if problem:
+            raise ValueError(problem)
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,9 @@ class VaultOptions:
             raise ValueError("static_secret_interval must be more than 0")
         if self.timeout <= 0:
             raise ValueError("timeout must be more than 0")
+        if self.auth.method == "cert" and not (self.tls.cert_file and self.tls.key_file):
+            raise ValueError("auth method 'cert' logs in with the client certificate: set tls.cert_file "
+                             "and tls.key_file")
 
 
 # -- what templates see -------------------------------------------------------------------------

@@ -15,7 +15,8 @@ from typing import Any
 
 from confsync.sources import Dep, Missing, Sink
 from confsync.sources.failures import internal_error
-from confsync.sources.vault.auth import TokenLife, life_from_auth, life_from_lookup, part, read_file, ttl_text
+from confsync.sources.vault.auth import method_for
+from confsync.sources.vault.auth.sink import write_token
 from confsync.sources.vault.errors import (
     RATE_LIMITED,
     Problem,
@@ -25,6 +26,7 @@ from confsync.sources.vault.errors import (
     problem_of,
     retry_after_of,
 )
+from confsync.sources.vault.life import TokenLife, life_from_auth, life_from_lookup, ttl_text
 from confsync.sources.vault.options import VaultFunctions, VaultOptions
 from confsync.sources.vault.secrets import MIN_DELAY, Mount, Secret, kv_path, lease_text, parse
 
@@ -49,6 +51,7 @@ class VaultSource:
         self.address = (options.address or os.environ.get("VAULT_ADDR") or DEFAULT_ADDRESS).rstrip("/")
         self.interval = options.static_secret_interval
         self._client: Any = None
+        self._method = method_for(options.auth)
         self._executor: ThreadPoolExecutor | None = None
         self._tasks: dict[Dep, asyncio.Task[None]] = {}
         self._auth_task: asyncio.Task[None] | None = None
@@ -129,6 +132,12 @@ class VaultSource:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, partial(self._request, fn, args, kwargs, redact))
 
+    call = _call  # what auth methods see of the source (auth.base.Vault): call, client, set_token
+
+    @property
+    def client(self) -> Any:
+        return self._client
+
     def _request(self, fn: Any, args: Any, kwargs: Any, redact: tuple[str, ...]) -> dict[str, Any] | None:
         """In a worker thread: `_last_reply` is this thread's, so its Retry-After is this request's."""
         _last_reply.retry_after = None
@@ -203,6 +212,7 @@ class VaultSource:
             async for attempt in retrying:
                 with attempt:
                     life = await self._authenticate()
+                    await self._sink()  # a sink that cannot be written keeps the source down
             self._up()
             await self._keep_token(life)
 
@@ -228,59 +238,24 @@ class VaultSource:
         return await self._login()
 
     async def _login(self) -> TokenLife:
-        auth = self.options.auth
-        if auth.method in ("token", "token_file"):
-            token = self._read_token()
-            self._set_token(token)
-            try:
-                life = life_from_lookup(await self._call(self._client.auth.token.lookup_self))
-            except Refused as exc:
-                self._client.token = ""
-                where = auth.token_file if auth.method == "token_file" else "VAULT_TOKEN"
-                raise Refused(f"the token from {where} was refused: {exc.reason}", exc.status) from None
-        else:
-            response = await self._method_login()
-            life = life_from_auth(response)
-            issued = part(response, "auth").get("client_token")
-            if not isinstance(issued, str) or not issued:
-                raise Unreachable("the login reply holds no client token")
-            self._set_token(issued)
-        log.info("source %s: logged in (%s; token ttl %s)", self.name, auth.method, ttl_text(life),
+        life = await self._method.login(self)
+        log.info("source %s: logged in (%s; token ttl %s)", self.name, self.options.auth.method, ttl_text(life),
                  extra={"event": "logged_in", "source": self.name})
         return life
-
-    def _read_token(self) -> str:
-        auth = self.options.auth
-        if auth.method == "token":
-            token = os.environ.get("VAULT_TOKEN", "").strip()
-            if not token:
-                raise Refused("auth method 'token' needs VAULT_TOKEN in the environment")
-            return token
-        return read_file(auth.token_file, "token_file")
-
-    async def _method_login(self) -> Any:
-        auth = self.options.auth
-        if auth.method == "approle":
-            role_id = auth.role_id or read_file(auth.role_id_file, "role_id_file")
-            secret_id = read_file(auth.secret_id_file, "secret_id_file") if auth.secret_id_file else None
-            login, kwargs = self._client.auth.approle.login, dict(
-                role_id=role_id, secret_id=secret_id, mount_point=auth.mount or "approle")
-            redact = tuple(v for v in (role_id, secret_id) if v)
-        else:
-            jwt = read_file(auth.jwt_file, "jwt_file")
-            login, kwargs = self._client.auth.kubernetes.login, dict(
-                role=auth.role, jwt=jwt, mount_point=auth.mount or "kubernetes")
-            redact = (jwt,)
-        try:
-            return await self._call(login, use_token=False, redact=redact, **kwargs)
-        except Refused as exc:
-            raise Refused(f"{auth.method} login failed: {exc.reason}", exc.status) from None
 
     def _set_token(self, token: str) -> None:
         self._client.token = token
         if token != self._last_token:  # not the same token read again (token / token_file)
             self._last_token = token
             _fire(self, "_token_replaced")  # leases taken with the old token die with it
+
+    set_token = _set_token
+
+    async def _sink(self) -> None:
+        sink = self.options.auth.sink
+        if sink and await write_token(sink, self, self._client.token):
+            log.info("source %s: token written to %s", self.name, sink.path,
+                     extra={"event": "token_sink_written", "source": self.name})
 
     async def _keep_token(self, life: TokenLife) -> None:
         """Renew the token at 2/3 of its TTL while that extends it; return to log in again (or
@@ -316,6 +291,11 @@ class VaultSource:
             extendable = life.renewable and life.ttl + 1 >= life.full  # shorter than asked: capped
             log.debug("source %s: token renewed (ttl %s)", self.name, ttl_text(life),
                       extra={"event": "token_renewed", "source": self.name})
+            try:
+                await self._sink()
+            except Problem as exc:  # the file still holds this same token (or an older wrapping)
+                log.error("source %s: %s", self.name, exc.reason,
+                          extra={"event": "token_sink_failed", "source": self.name})
 
     # -- the secrets
 
