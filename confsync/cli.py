@@ -77,8 +77,8 @@ def exec_(args: argparse.Namespace) -> int:
     from confsync import supervise
 
     cfg = _load(args, listen=args.listen)
-    command = args.command or cfg.exec.command
-    return asyncio.run(supervise.run(cfg, command, args.timeout, force=args.force))
+    return asyncio.run(supervise.run(cfg, args.command, args.timeout, force=args.force,
+                                     load=lambda: _read(args, listen=args.listen)))
 
 
 def check(args: argparse.Namespace) -> int:

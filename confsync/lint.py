@@ -38,9 +38,11 @@ class Walk:
         return digest.hexdigest()
 
 
-def walk(env: jinja2.Environment, name: str, functions: Mapping[str, type[Functions]]) -> Walk:
+def walk(env: jinja2.Environment, name: str, functions: Mapping[str, type[Functions]],
+         text: str | None = None) -> Walk:
     """Parse `name` and every template it names literally (dynamic names cannot be followed); check
-    the names it uses against `functions` (source name → its template functions) and the globals."""
+    the names it uses against `functions` (source name → its template functions) and the globals.
+    `text`: `name` is an inline template (an `exec.env` value) with this text, not a file."""
     result = Walk()
     todo: list[tuple[str, str, int]] = [(name, "", 0)]
     while todo:
@@ -48,17 +50,20 @@ def walk(env: jinja2.Environment, name: str, functions: Mapping[str, type[Functi
         if current in result.texts:
             continue
         try:
-            text, filename, _ = env.loader.get_source(env, current)  # type: ignore[union-attr]
+            if current == name and text is not None:
+                source, filename = text, None
+            else:
+                source, filename, _ = env.loader.get_source(env, current)  # type: ignore[union-attr]
         except jinja2.TemplateNotFound:
             result.problems.append(f"{parent}:{line}: template {current!r} not found")
             continue
         except (OSError, UnicodeDecodeError) as exc:
             result.problems.append(f"{parent}:{line}: cannot read template {current!r}: {exc}")
             continue
-        result.texts[current] = text
+        result.texts[current] = source
         where = filename or current
         try:
-            ast = env.parse(text, current, filename)
+            ast = env.parse(source, current, filename)
         except jinja2.TemplateSyntaxError as exc:
             result.problems.append(f"{where}:{exc.lineno}: syntax error: {exc.message}")
             continue
@@ -115,8 +120,12 @@ def check(config: Config) -> list[str]:
     allow = frozenset(config.env_allow) if config.env_allow is not None else None
     envs: dict[Path, jinja2.Environment] = {}
     problems: dict[str, None] = {}  # ordered, and a file included twice is reported once
+    def env_for(folder: Path) -> jinja2.Environment:
+        return envs.get(folder) or envs.setdefault(folder, make_environment([folder], allow))
+
     for tpl in config.templates:
-        folder = tpl.source.parent
-        env = envs.get(folder) or envs.setdefault(folder, make_environment([folder], allow))
-        problems.update(dict.fromkeys(walk(env, tpl.source.name, functions).problems))
+        problems.update(dict.fromkeys(walk(env_for(tpl.source.parent), tpl.source.name, functions).problems))
+    for name, text in config.exec.env.items():  # inline templates; includes from the config's folder
+        walk_ = walk(env_for(config.path.parent), f"exec.env.{name}", functions, text)
+        problems.update(dict.fromkeys(walk_.problems))
     return list(problems)

@@ -25,8 +25,9 @@ class ConfigReload:
     metric; the running one stays. Reloads run one at a time; signals during one coalesce into one more.
     """
 
-    def __init__(self, runner: Runner, load: Callable[[], Config]) -> None:
-        self.runner, self.load = runner, load
+    def __init__(self, runner: Runner, load: Callable[[], Config],
+                 applied: Callable[[Config], None] | None = None) -> None:
+        self.runner, self.load, self.applied = runner, load, applied
         self._task: asyncio.Task[None] | None = None
         self._again = False
 
@@ -39,7 +40,9 @@ class ConfigReload:
     async def _loop(self) -> None:
         while True:
             self._again = False
-            await reload_config(self.runner, self.load)
+            config = await reload_config(self.runner, self.load)
+            if config and self.applied:
+                self.applied(config)
             if not self._again:
                 return
 
@@ -50,8 +53,8 @@ class ConfigReload:
                 await self._task
 
 
-async def reload_config(runner: Runner, load: Callable[[], Config]) -> bool:
-    """Load the config again and apply it to the running `runner`; False if it was refused."""
+async def reload_config(runner: Runner, load: Callable[[], Config]) -> Config | None:
+    """Load the config again and apply it to the running `runner`; the new config, None if refused."""
     old = runner.config
     try:
         config = load()
@@ -61,12 +64,12 @@ async def reload_config(runner: Runner, load: Callable[[], Config]) -> bool:
         runner.config_reloads["failed"] += 1
         log.error("config reload refused, the running config stays: %s", exc,
                   extra={"event": "config_reload_failed"})
-        return False
+        return None
     logs.setup(config.log_level, config.log_format)
     if config.listen != old.listen:
         log.warning("listen: still %s; a new address takes effect at the next start", old.listen,
                     extra={"event": "config_reloaded"})
-    return True
+    return config
 
 
 async def run(config: Config, *, force: bool = False, load: Callable[[], Config] | None = None) -> int:

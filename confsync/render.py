@@ -131,6 +131,7 @@ class Template:
         """`text`: an inline template (an `exec.env` value), called `path` in messages."""
         self.path = path
         self.functions = functions
+        self.inline = text
         if isinstance(env.loader, FolderLoader):
             env.loader.trusted.add(path.name)
         try:

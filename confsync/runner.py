@@ -152,11 +152,11 @@ class Runner:
                 allowed_roots=cfg.allowed_roots)
             states.append(TemplateState(i, cfg, Template(env, cfg.source, functions), target))
         if sink := self.exec_env:
-            folder = self.config.path.parent
+            folder = config.path.parent
             env = envs.get(folder) or envs.setdefault(folder, make_environment([folder], allow))
-            for name, text in self.config.exec.env.items():
+            for name, text in config.exec.env.items():
                 label = f"exec.env.{name}"  # how logs, errors and /metrics call it: never by its value
-                cfg = TemplateConfig(source=self.config.path, destination=Path(label))
+                cfg = TemplateConfig(source=config.path, destination=Path(label))
                 template = Template(env, Path(label), functions, text)
                 states.append(TemplateState(len(states), cfg, template, functools.partial(sink, name)))
         return states
@@ -167,7 +167,7 @@ class Runner:
         problems = []
         for state in states:
             env = state.template.compiled.environment
-            walk = lint.walk(env, state.cfg.source.name, state.template.functions)
+            walk = lint.walk(env, state.template.path.name, state.template.functions, state.template.inline)
             state.fingerprint = walk.fingerprint()
             problems += walk.problems
         return problems
@@ -200,6 +200,8 @@ class Runner:
         plan.changes += [f"-template {s.name}" for s in plan.removed]
         plan.changes += [f"{'~' if n in old.sources else '+'}source {n}" for n in start]
         plan.changes += [f"-source {n}" for n in close - set(start)]
+        if config.exec != old.exec:
+            plan.changes.append("~exec")
         for name in sorted(set(old.reloaders) | set(config.reloaders)):
             before, after = old.reloaders.get(name), config.reloaders.get(name)
             if before != after:

@@ -82,14 +82,21 @@ def hold() -> None:
 
 
 @contextlib.contextmanager
-def capture(handlers: Mapping[Action, Callable[[int], None]]) -> Iterator[None]:
+def capture(handlers: Mapping[Action, Callable[[int], None]],
+            overrides: Mapping[int, Callable[[int], None]] | None = None) -> Iterator[None]:
     """Handle every signal of the table on the running loop: `handlers[action](signum)`.
 
-    An action without a handler is logged and ignored. The handlers found before come back afterwards.
+    An action without a handler is logged and ignored. `overrides` handle single signals their own
+    way, inside the table or not (`confsync exec` forwards SIGUSR1, SIGQUIT, SIGWINCH… to the app).
+    The handlers found before come back afterwards.
     """
     loop = asyncio.get_running_loop()
+    overrides = overrides or {}
 
     def dispatch(signum: int) -> None:
+        if signum in overrides:
+            overrides[signum](signum)
+            return
         action = TABLE[signum]
         handler = handlers.get(action)
         if handler is None:
@@ -99,7 +106,7 @@ def capture(handlers: Mapping[Action, Callable[[int], None]]) -> Iterator[None]:
         handler(signum)
 
     previous = {}
-    for signum in TABLE:
+    for signum in {*TABLE, *overrides}:
         previous[signum] = signal.getsignal(signum)
         with contextlib.suppress(OSError, ValueError, RuntimeError):
             loop.add_signal_handler(signum, dispatch, signum)

@@ -9,6 +9,9 @@ and otherwise get out of its way (issue 13; docs/exec.md).
 - When the app ends on its own, confsync ends with its status (128+N for signal N): no restart
   loop inside confsync; systemd or the container runtime restarts both.
 - As PID 1 it reaps the orphans the app leaves behind.
+- SIGHUP re-reads confsync's config as in `run`; what changed in `exec:` applies to the running app
+  (a new command or a removed `env` value restarts it; new signals and timeouts apply next time).
+  SIGUSR1, SIGUSR2, SIGWINCH and SIGQUIT go to the app; the other signals act as in `run`.
 
 Values of `exec.env` never reach a log line, an error or /metrics: only their names do.
 """
@@ -17,14 +20,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
-from confsync import observe
+from confsync import modes, observe, signals
 from confsync.config import EXEC, Config, ExecConfig
 from confsync.errors import ConfigError, ExecError, ReloadError
 from confsync.runner import Runner
@@ -50,14 +54,16 @@ def exit_status(returncode: int) -> int:
 class Supervisor:
     """One app: its process, its environment, its restarts."""
 
-    def __init__(self, cfg: ExecConfig, command: str | Sequence[str]) -> None:
+    def __init__(self, cfg: ExecConfig, command: str | Sequence[str], *, command_from_config: bool = True) -> None:
         self.cfg = cfg
         self.command = command
+        self.command_from_config = command_from_config  # else from `-- cmd…`, which a SIGHUP keeps
         self.env: dict[str, str] = {}  # the latest rendered `exec.env` values
         self.state: AppState = "waiting"
         self.exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()  # ended on its own
         self._proc: asyncio.subprocess.Process | None = None
         self._started_env: dict[str, str] = {}
+        self._started_command = command
         self._started_at = -1e9
         self._restart_timer: asyncio.TimerHandle | None = None
         self._restart: asyncio.Task[None] | None = None
@@ -78,6 +84,21 @@ class Supervisor:
         self.env[name] = value
         if self.state == "running" and self._started_env.get(name) != value:
             log.info("exec.env.%s changed: the app will restart", name, extra={"event": "exec_env_changed"})
+            self.request_restart()
+
+    def configure(self, cfg: ExecConfig) -> None:
+        """A config reload: the new `exec:` settings; the app restarts if what it runs is not current."""
+        self.cfg = cfg
+        restart = False
+        if self.command_from_config and cfg.command and cfg.command != self.command:
+            self.command, restart = cfg.command, True
+            log.info("exec.command changed: the app will restart", extra={"event": "exec_command_changed"})
+        for name in set(self.env) - set(cfg.env):
+            del self.env[name]
+            if name in self._started_env:
+                log.info("exec.env.%s removed: the app will restart", name, extra={"event": "exec_env_changed"})
+                restart = True
+        if restart and self.state == "running":
             self.request_restart()
 
     async def reload(self) -> str:
@@ -107,6 +128,7 @@ class Supervisor:
         except OSError as exc:
             raise ExecError(f"exec: cannot run {_first(command)!r}: {exc.strerror}", 126) from None
         self._proc, self._started_env, self._started_at = proc, dict(self.env), time.monotonic()
+        self._started_command = command
         self._files_changed = False
         if self.state != "stopping":
             self.state = "running"
@@ -177,7 +199,7 @@ class Supervisor:
         self._restart_timer = None
         if self.state != "running":
             return
-        if self.env == self._started_env and not self._files_changed:
+        if self.env == self._started_env and self.command == self._started_command and not self._files_changed:
             log.info("exec.env is back to what the app runs: no restart", extra={"event": "exec_restart_dropped"})
             return
         self._restart = asyncio.create_task(self._restart_app())
@@ -201,7 +223,7 @@ class Supervisor:
             if not self.exited.done():
                 self.exited.set_result(exc.exit_code)
             return
-        if self.env != self._started_env:  # changed while the old process was stopping
+        if self.env != self._started_env or self.command != self._started_command:  # changed meanwhile
             self.request_restart()
 
 
@@ -247,28 +269,29 @@ def _proc_is_ours() -> bool:
 
 
 @contextlib.contextmanager
-def _signals(app: Supervisor, stop: asyncio.Event) -> Iterator[None]:
-    """SIGTERM/SIGINT stop; USR1, USR2, WINCH, QUIT go to the app; SIGHUP is not fatal; SIGCHLD reaps
-    as PID 1. The previous handlers come back afterwards."""
+def _signals(app: Supervisor, runner: Runner, stop: asyncio.Event,
+             reload: Callable[[int], None] | None) -> Iterator[None]:
+    """The signal table as in `run`, but USR1, USR2, WINCH and QUIT go to the app; SIGCHLD reaps as
+    PID 1. The previous handlers come back afterwards."""
     loop = asyncio.get_running_loop()
-    handled: list[signal.Signals] = [signal.SIGTERM, signal.SIGINT, signal.SIGHUP, *FORWARDED]
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    for signum in FORWARDED:
-        loop.add_signal_handler(signum, _forward, app, signum)
-    loop.add_signal_handler(signal.SIGHUP, _hangup)
+    handlers: dict[signals.Action, Callable[[int], None]] = {"stop": lambda _: stop.set(), "dump": runner.dump}
+    if reload:
+        handlers["reload"] = reload
+    forward = {int(signum): functools.partial(_forward, app) for signum in FORWARDED}
+    reaping = False
     if os.getpid() == 1:
         if _proc_is_ours():
             loop.add_signal_handler(signal.SIGCHLD, reap_orphans)
-            handled.append(signal.SIGCHLD)
+            reaping = True
         else:
             log.warning("running as PID 1 but /proc is not this PID namespace's: orphans are not reaped "
                         "(mount /proc, e.g. unshare --mount-proc)", extra={"event": "exec_no_reaper"})
     try:
-        yield
+        with signals.capture(handlers, forward):
+            yield
     finally:
-        for signum in handled:
-            loop.remove_signal_handler(signum)
+        if reaping:
+            loop.remove_signal_handler(signal.SIGCHLD)
 
 
 def _forward(app: Supervisor, signum: int) -> None:
@@ -279,19 +302,20 @@ def _forward(app: Supervisor, signum: int) -> None:
         log.info("%s received with no app running: dropped", name, extra={"event": "exec_forwarded"})
 
 
-def _hangup() -> None:
-    log.warning("SIGHUP: re-reading the config is not supported by `confsync exec` yet; ignored",
-                extra={"event": "sighup_ignored"})
-
-
-async def run(config: Config, command: str | Sequence[str], timeout: float, *, force: bool = False) -> int:
-    """Render everything (waiting up to `timeout`), start the app, supervise it; its exit status."""
-    if not command:
+async def run(config: Config, command: Sequence[str], timeout: float, *, force: bool = False,
+              load: Callable[[], Config] | None = None) -> int:
+    """Render everything (waiting up to `timeout`), start the app, supervise it; its exit status.
+    `command`: from the command line (after --), else exec.command; `load` re-reads the config on SIGHUP."""
+    run_what = command or config.exec.command
+    if not run_what:
         raise ConfigError(f"{config.path}: exec.command: no command to run (set it, or give one after --)")
-    app = Supervisor(config.exec, command)
+    app = Supervisor(config.exec, run_what, command_from_config=not command)
     runner = Runner(config, force=force, exec_env=app.set_env, targets={EXEC: app.reload})
     stop = asyncio.Event()
-    with _signals(app, stop):
+    reloader = modes.ConfigReload(runner, load, applied=lambda cfg: app.configure(cfg.exec)) if load else None
+    if reloader:
+        runner.fingerprint(runner.templates)
+    with _signals(app, runner, stop, reloader.request if reloader else None):
         server = await observe.serve(runner, config.listen, app=lambda: app.state) if config.listen else None
         worker: asyncio.Task[None] | None = None
         try:
@@ -299,6 +323,8 @@ async def run(config: Config, command: str | Sequence[str], timeout: float, *, f
             worker = runner.worker = asyncio.create_task(runner.work())
             return await _supervise(runner, app, worker, stop, timeout)
         finally:
+            if reloader:
+                await reloader.close()
             if app.state in ("running", "restarting"):
                 await app.stop()  # an error of confsync's own: the app does not outlive it
             runner.stop()

@@ -219,18 +219,62 @@ def test_an_app_ignoring_sigterm_is_killed_after_kill_timeout(setup):
     assert '"exec_killed"' in daemon.log()
 
 
-def test_signals_are_forwarded_and_sighup_is_not_fatal(setup):
+def test_signals_are_forwarded_and_sighup_rereads_the_config(setup, tmp_path):
     daemon, record = setup(config())
-    record.wait_start()
+    first = record.wait_start()
     daemon.wait_event("exec_started")
-    daemon.proc.send_signal(signal.SIGHUP)
-    daemon.wait_event("sighup_ignored")
     for sig in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH, signal.SIGQUIT):
         daemon.proc.send_signal(sig)
         record.wait_signal(sig.name)
-    assert daemon.proc.poll() is None
+    # One env value added, one removed, one rewritten: one restart with exactly the new environment.
+    text = config().replace("    DB_PASSWORD: \"{{ sec.key('db/password') }}\"\n",
+                            "    REGION: eu-{{ kv.key('db/host') }}\n")
+    (tmp_path / "confsync.yaml").write_text(text.replace("DB_HOST: \"{{", "DB_HOST: \"h-{{"))
+    daemon.proc.send_signal(signal.SIGHUP)
+    assert "~exec" in daemon.wait_event("config_reloaded")["changed"]
+    second = record.wait_start(2)
+    assert second["env"]["REGION"] == "eu-db1" and second["env"]["DB_HOST"] == "h-db1"
+    assert "DB_PASSWORD" not in second["env"] and second["pid"] != first["pid"]
     assert not record.signals("SIGHUP")  # confsync's SIGHUP is its own
+    # A config that cannot load is refused; the app runs on untouched.
+    (tmp_path / "confsync.yaml").write_text(text.replace("kv.key", "kv.kye"))
+    daemon.proc.send_signal(signal.SIGHUP)
+    assert "kv.kye: no such function" in daemon.wait_event("config_reload_failed")["message"]
+    assert daemon.proc.poll() is None and len(record.starts()) == 2
     assert daemon.stop() == 0
+    assert PASSWORD not in daemon.log()
+
+
+@pytest.mark.parametrize("after_dashes", [False, True])
+def test_a_sighup_with_a_new_command_restarts_the_app_unless_given_after_dashes(project, tmp_path, after_dashes):
+    def exec_config(status: str) -> str:
+        return config(exec_extra=f"  command: {json.dumps(app_command(tmp_path, '--term-exit', status))}\n")
+
+    cfg = project(exec_config("5"), {"app.conf.j2": TEMPLATE}, {"db/host": "db1"})
+    write_secret(tmp_path, PASSWORD)
+    record = Record(tmp_path / "record.jsonl")
+    dashes = ("--", *app_command(tmp_path, "--term-exit", "4")) if after_dashes else ()
+    with Daemon("-c", str(cfg), *dashes, mode="exec", cwd=tmp_path) as daemon:
+        record.wait_start()
+        daemon.wait_event("exec_started")
+        cfg.write_text(exec_config("6"))
+        daemon.proc.send_signal(signal.SIGHUP)
+        daemon.wait_event("config_reloaded")
+        if not after_dashes:
+            daemon.wait_event("exec_command_changed")
+            record.wait_start(2)
+            daemon.wait_event("exec_started")
+        assert daemon.stop() == (4 if after_dashes else 6)
+        assert len(record.starts()) == (1 if after_dashes else 2)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGABRT, signal.SIGXCPU])
+def test_other_stop_signals_stop_the_app_too(setup, sig):
+    daemon, record = setup(config(), "--term-exit", "9")
+    record.wait_start()
+    daemon.wait_event("exec_started")
+    assert daemon.stop(sig) == 9
+    assert record.signals("SIGTERM")
 
 
 def test_missing_data_exits_3_naming_it_and_never_starts_the_app(project, tmp_path):
@@ -375,10 +419,15 @@ def _stat(pid: int) -> list[Any]:
     return [fields[0], int(fields[1])]
 
 
-def test_check_compiles_exec_env_values(project):
-    cfg = project(config().replace("{{ kv.key('db/host') }}", "{{ kv.key('db/host') "), {"app.conf.j2": TEMPLATE})
+@pytest.mark.parametrize(("broken", "said"), [
+    ("{{ kv.key('db/host') ", "exec.env.DB_HOST:1: syntax error"),
+    ("{{ kvv.key('db/host') }}", "exec.env.DB_HOST:1: 'kvv' is undefined"),
+    ("{{ kv.kye('db/host') }}", "exec.env.DB_HOST:1: kv.kye: no such function"),
+])
+def test_check_reads_exec_env_values_as_it_reads_templates(project, broken, said):
+    cfg = project(config().replace("{{ kv.key('db/host') }}", broken), {"app.conf.j2": TEMPLATE})
     result = confsync("check", "-c", str(cfg))
-    assert result.returncode == 1 and "exec.env.DB_HOST:1: syntax error" in result.stderr, result.stderr
+    assert result.returncode == 2 and said in result.stderr, result.stderr
 
 
 def test_env_from_vault_restarts_on_a_new_secret_and_never_shows_it(tmp_path):
