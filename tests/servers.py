@@ -501,6 +501,7 @@ def zookeeper_server() -> Iterator[ZooKeeperServer]:
 class OpenBaoServer(ServerHandle):
     addr: str  # http://127.0.0.1:P
     root_token: str
+    tls_addr: str = ""  # https://127.0.0.1:Q, when started with a TLS certificate
 
 
 def _bao_ready(addr: str, token: str) -> bool:
@@ -520,8 +521,9 @@ def _bao_ready(addr: str, token: str) -> bool:
 
 
 @contextlib.contextmanager
-def openbao_server() -> Iterator[OpenBaoServer]:
-    """An OpenBao dev server (in-memory, unsealed, no TLS) on 127.0.0.1.
+def openbao_server(tls: tuple[Path, Path] | None = None) -> Iterator[OpenBaoServer]:
+    """An OpenBao dev server (in-memory, unsealed, no TLS) on 127.0.0.1; with `tls` (certificate
+    and key files), a second listener with TLS that asks clients for a certificate (`cert` auth).
 
     Ready means healthy and the dev KV v2 engine at secret/ answers reads.
 
@@ -540,9 +542,17 @@ def openbao_server() -> Iterator[OpenBaoServer]:
             addr = f"http://{LOOPBACK}:{port}"
             argv = [bao, "server", "-dev", f"-dev-listen-address={LOOPBACK}:{port}",
                     f"-dev-root-token-id={token}", "-dev-no-store-token"]
+            tls_addr = ""
+            if tls:  # dev mode merges this listener with its own; Q+1 is its cluster port
+                tls_port = _free_port_pair()
+                tls_addr = f"https://{LOOPBACK}:{tls_port}"
+                (tmp / "tls.hcl").write_text(
+                    f'listener "tcp" {{\n  address = "{LOOPBACK}:{tls_port}"\n'
+                    f'  tls_cert_file = "{tls[0]}"\n  tls_key_file = "{tls[1]}"\n}}\n')
+                argv.append(f"-config={tmp / 'tls.hcl'}")
             proc = _Process("openbao", argv, ready=lambda: _bao_ready(addr, token),
                             log_path=tmp / "openbao.log", env=env)
-            return OpenBaoServer(_proc=proc, addr=addr, root_token=token)
+            return OpenBaoServer(_proc=proc, addr=addr, root_token=token, tls_addr=tls_addr)
 
         server = _launch(make)
         try:
