@@ -26,7 +26,7 @@ REFUSED = {
     "toYAML": "Go's yaml.v2 quotes and orders differently from confsync's to_yaml",
     "toTOML": "no TOML writer in confsync",
     "executeTemplate": "calls a template by a name computed at render time; use `template`",
-    "secrets": "lists Vault paths; confsync's vault source has no list",
+    "secrets": "not translated yet: write vault.list(path) (sorted, sub-folders end with /, as secrets)",
     "node": "the Consul node catalog is not a confsync source function yet",
     "nodes": "the Consul node catalog is not a confsync source function yet",
     "datacenters": "no confsync equivalent",

@@ -151,8 +151,8 @@ class _AnyField(dict[str, Any]):
 
 # What a template gets for a kind while its value is not known yet: rendering goes on with it so
 # that one pass discovers as many dependencies as it can; the output is then thrown away.
-PLACEHOLDERS: dict[str, Any] = {"key": "", "tree": _AnyField(), "ls": [], "secret": _AnyField(), "service": [],
-                                "services": _AnyField()}
+PLACEHOLDERS: dict[str, Any] = {"key": "", "tree": _AnyField(), "ls": [], "list": [], "secret": _AnyField(),
+                                "service": [], "services": _AnyField()}
 
 
 def source_class(type_name: Any) -> Any:

@@ -89,8 +89,8 @@ class VaultOptions:
 
 
 class VaultFunctions(Functions):
-    """`vault.secret(path, **params)` only: a Vault secret is a set of fields read (or issued)
-    together, and leased as one, so a per-field key() would only hide that."""
+    """`vault.secret(path, **params)`, and `vault.list(path)`: the key names under a path. No
+    per-field key(): a Vault secret is a set of fields read (or issued) together, and leased as one."""
 
     def secret(self, path: str, **params: Any) -> dict[str, Any]:
         # Parameters are secret whenever any input to them is (issue 18); which input a value came
@@ -98,14 +98,18 @@ class VaultFunctions(Functions):
         dep = replace(self._dep("secret", path, **_hashable(params)), secret_params=True)
         return self._lookup(dep, ABSENT)  # type: ignore[no-any-return]
 
+    def list(self, path: str) -> Any:
+        """The names under `path`, sorted; a sub-folder's name ends with "/" (as Vault lists it)."""
+        return self._lookup(self._dep("list", path), ABSENT)
+
     def key(self, path: str, default: Any = ABSENT) -> str:
         raise TypeError(f"{self._source}.key() does not exist: use {self._source}.secret(path)['field']")
 
     def tree(self, prefix: str = "") -> dict[str, str]:
         raise TypeError(f"{self._source}.tree() does not exist: use {self._source}.secret(path)")
 
-    def ls(self, prefix: str = "") -> list[str]:
-        raise TypeError(f"{self._source}.ls() does not exist: use {self._source}.secret(path)")
+    def ls(self, prefix: str = "") -> Any:
+        raise TypeError(f"{self._source}.ls() does not exist: use {self._source}.list(path)")
 
 
 def _hashable(params: dict[str, Any]) -> dict[str, Any]:

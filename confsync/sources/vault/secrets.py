@@ -61,12 +61,23 @@ def _mapping(value: Any, where: str) -> dict[str, Any]:
     return dict(value)
 
 
-def kv_path(path: str, mount: Mount) -> str:
-    """KV v2 keeps data under `<mount>data/`; a path already written that way is kept as is."""
+def listing(body: dict[str, Any] | None) -> Secret:
+    """A LIST reply as its sorted key names (in `fields["keys"]`); Refused when it holds none."""
+    data = body.get("data") if isinstance(body, dict) else None
+    keys = data.get("keys") if isinstance(data, dict) else None
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise Refused("the reply is not a list of keys")
+    return Secret({"keys": sorted(keys)})
+
+
+def kv_path(path: str, mount: Mount, kind: str = "secret") -> str:
+    """KV v2 keeps data under `<mount>data/`, and lists key names under `<mount>metadata/`; a path
+    already written that way is kept as is."""
     rest = path[len(mount.path):]
-    if mount.kv != 2 or rest.startswith("data/"):
+    where = "metadata/" if kind == "list" else "data/"
+    if mount.kv != 2 or rest.startswith(where):
         return path
-    return f"{mount.path}data/{rest}"
+    return f"{mount.path}{where}{rest}"
 
 
 def lease_text(secret: Secret) -> str:

@@ -28,7 +28,7 @@ from confsync.sources.vault.errors import (
 )
 from confsync.sources.vault.life import TokenLife, life_from_auth, life_from_lookup, ttl_text
 from confsync.sources.vault.options import VaultFunctions, VaultOptions
-from confsync.sources.vault.secrets import MIN_DELAY, Mount, Secret, kv_path, lease_text, parse
+from confsync.sources.vault.secrets import MIN_DELAY, Mount, Secret, kv_path, lease_text, listing, parse
 
 log = logging.getLogger(__name__)
 
@@ -332,7 +332,7 @@ class VaultSource:
                          extra={"event": "secret_available", "source": self.name, "key": str(dep)})
             log.debug("source %s: read %s (%s)", self.name, dep, lease_text(secret),
                       extra={"event": "secret_read", "source": self.name, "key": str(dep)})
-            self.sink.update(dep, secret.fields)
+            self.sink.update(dep, secret.fields["keys"] if dep.kind == "list" else secret.fields)
             if not secret.leased:
                 await _sleep(self.interval, reconnected)
             else:
@@ -347,6 +347,8 @@ class VaultSource:
 
     async def _fetch(self, dep: Dep) -> Secret:
         mount = await self._mount_of(dep.path)
+        if dep.kind == "list":
+            return await self._list(dep, mount)
         params = {k: list(v) if isinstance(v, tuple) else v for k, v in dep.params}
         redact = tuple(str(v) for v in params.values())
         if mount and mount.kv:
@@ -356,6 +358,15 @@ class VaultSource:
         else:
             body = await self._call(self._client.adapter.get, f"/v1/{dep.path}")
         return parse(body, mount)
+
+    async def _list(self, dep: Dep, mount: Mount | None) -> Secret:
+        path = kv_path(dep.path, mount, "list") if mount else dep.path
+        try:
+            return listing(await self._call(self._client.adapter.get, f"/v1/{path}", params={"list": "true"}))
+        except Refused as exc:
+            if exc.status == 404:  # no key under it: Vault's folders exist only through their keys
+                return Secret({"keys": []})
+            raise
 
     async def _read_kv(self, dep: Dep, mount: Mount, params: dict[str, Any]) -> Any:
         # Never a write to KV: parameters there would overwrite the secret itself.
