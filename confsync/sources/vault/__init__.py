@@ -1,9 +1,11 @@
 """The `vault` source: secrets from HashiCorp Vault (or OpenBao, its API-compatible fork) via hvac.
 
-Templates see one function, `vault.secret(path, **params)`: the secret's fields as a mapping. KV
+Templates see `vault.secret(path, **params)`: the secret's fields as a mapping. KV
 secrets (v1, or v2 with its `data.data` unwrapped; the version comes from the mount, asked once per
 mount at `sys/internal/ui/mounts/<path>`) are re-read every `static_secret_interval`. Any other path
 is read, or written with `params` for engines that issue credentials on a write (`pki/issue/web`).
+`vault.list(path)` is the sorted key names under a path (KV v2: under `metadata/`), re-read like KV.
+Logging in is the `auth` package's (one class per method), and so is the token sink.
 
 Three clocks run on the event loop, each in its own task; hvac blocks, so every request runs in a
 worker thread of the source's own small pool (not the loop's default one: `close()` must be able to
