@@ -34,6 +34,7 @@ from confsync.configcheck import Url as Url
 from confsync.configcheck import parse_duration as parse_duration
 from confsync.configcheck import url_problem as url_problem
 from confsync.configfile import read_mapping
+from confsync.configtemplate import Delimiters as Delimiters
 from confsync.configtemplate import TemplateConfig as TemplateConfig
 from confsync.configtemplate import Wait as Wait
 from confsync.configtemplate import check_templates
@@ -263,7 +264,7 @@ def _check_references(config: Config) -> None:
             if name not in config.reloaders and name != EXEC:
                 known = ", ".join(sorted([*config.reloaders, EXEC]))
                 report(FieldError(f"templates[{i}].reload", f"unknown reloader {name!r} (known: {known})"))
-    check_templates(config.templates, roots)
+    check_templates(config.templates, roots, config.path)
 
 
 def check_setting(name: str, value: Any) -> Any:

@@ -33,6 +33,9 @@ Listen = Annotated[str, "listen"]  # host:port
 SignalName = Annotated[str, "signal"]
 Url = Annotated[str, "url"]
 Method = Annotated[str, "method"]
+# A user or group by name or numeric id → the id (names are looked up when the config loads).
+UserId = Annotated[int, "user"]
+GroupId = Annotated[int, "group"]
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -63,6 +66,31 @@ def positive_duration(text: str | int | float) -> float:
     if seconds <= 0:
         raise ValueError(f"must be more than 0, got {text!r}")
     return seconds
+
+
+MAX_ID = 2**32 - 2  # chown's -1 (2**32 - 1) means "unchanged", never an owner
+
+
+def owner_id(value: str | int, kind: str) -> int:
+    """A user (`kind` "user") or group ("group") by name or numeric id → its id; ValueError else."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and value.isdigit():
+        number = int(value)
+    elif isinstance(value, str) and value and "\0" not in value:
+        import grp
+        import pwd
+
+        try:
+            return pwd.getpwnam(value).pw_uid if kind == "user" else grp.getgrnam(value).gr_gid
+        except KeyError:
+            database = "passwd" if kind == "user" else "group"
+            raise ValueError(f"no {kind} named {value!r} on this system (getent {database} {value})") from None
+    else:
+        raise ValueError(f"expected a {kind} name or a numeric id, got {value!r}")
+    if not 0 <= number <= MAX_ID:
+        raise ValueError(f"a {kind} id is from 0 to {MAX_ID}, got {value!r}")
+    return number
 
 
 def _signal_problem(name: str) -> str | None:
@@ -201,6 +229,11 @@ def _convert_marked(value: Any, base_type: Any, marker: str, where: str, base: P
         if problem:
             raise FieldError(where, problem)
         return text
+    if marker in ("user", "group"):
+        try:
+            return owner_id(value, marker)
+        except ValueError as exc:
+            raise FieldError(where, str(exc)) from None
     if marker == "listen":
         from confsync.observe import parse_listen
 

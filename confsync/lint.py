@@ -38,11 +38,11 @@ class Walk:
         return digest.hexdigest()
 
 
-def walk(env: jinja2.Environment, name: str, functions: Mapping[str, type[Functions]],
-         text: str | None = None) -> Walk:
+def walk(env: jinja2.Environment, name: str, functions: Mapping[str, type[Functions]]) -> Walk:
     """Parse `name` and every template it names literally (dynamic names cannot be followed); check
     the names it uses against `functions` (source name → its template functions) and the globals.
-    `text`: `name` is an inline template (an `exec.env` value) with this text, not a file."""
+    An inline template (`contents`, an `exec.env` value) is read from env's loader like a file
+    (render.loader_name puts it there)."""
     result = Walk()
     todo: list[tuple[str, str, int]] = [(name, "", 0)]
     while todo:
@@ -50,15 +50,15 @@ def walk(env: jinja2.Environment, name: str, functions: Mapping[str, type[Functi
         if current in result.texts:
             continue
         try:
-            if current == name and text is not None:
-                source, filename = text, None
-            else:
-                source, filename, _ = env.loader.get_source(env, current)  # type: ignore[union-attr]
+            source, filename, _ = env.loader.get_source(env, current)  # type: ignore[union-attr]
         except jinja2.TemplateNotFound:
             result.problems.append(f"{parent}:{line}: template {current!r} not found")
             continue
         except (OSError, UnicodeDecodeError) as exc:
             result.problems.append(f"{parent}:{line}: cannot read template {current!r}: {exc}")
+            continue
+        except jinja2.exceptions.SecurityError as exc:  # a symlink out of the folder (render.FolderLoader)
+            result.problems.append(f"{parent}:{line}: refused: {exc}")
             continue
         result.texts[current] = source
         where = filename or current
@@ -113,19 +113,19 @@ def _calls(ast: nodes.Template, where: str, functions: Mapping[str, type[Functio
 
 def check(config: Config) -> list[str]:
     """Every problem of every template of `config`, each as "file:line: what"."""
-    from confsync.render import make_environment
+    from confsync.render import environments, loader_name
     from confsync.sources import source_class
 
     functions = {name: source_class(s.type).functions for name, s in config.sources.items()}
-    allow = frozenset(config.env_allow) if config.env_allow is not None else None
-    envs: dict[Path, jinja2.Environment] = {}
+    env_for = environments(frozenset(config.env_allow) if config.env_allow is not None else None)
     problems: dict[str, None] = {}  # ordered, and a file included twice is reported once
-    def env_for(folder: Path) -> jinja2.Environment:
-        return envs.get(folder) or envs.setdefault(folder, make_environment([folder], allow))
-
-    for tpl in config.templates:
-        problems.update(dict.fromkeys(walk(env_for(tpl.source.parent), tpl.source.name, functions).problems))
-    for name, text in config.exec.env.items():  # inline templates; includes from the config's folder
-        walk_ = walk(env_for(config.path.parent), f"exec.env.{name}", functions, text)
-        problems.update(dict.fromkeys(walk_.problems))
+    for i, tpl in enumerate(config.templates):
+        folder, path = tpl.located(config.path, i)
+        env = env_for(folder, tpl.delimiters)
+        name = loader_name(env, path, tpl.contents)
+        problems.update(dict.fromkeys(walk(env, name, functions).problems))
+    for key, text in config.exec.env.items():  # inline templates; includes from the config's folder
+        env = env_for(config.path.parent, None)
+        name = loader_name(env, Path(f"exec.env.{key}"), text)
+        problems.update(dict.fromkeys(walk(env, name, functions).problems))
     return list(problems)

@@ -7,6 +7,8 @@ output of such a render is thrown away.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 import os
 import stat
@@ -20,7 +22,7 @@ from typing import Any
 import jinja2
 
 from confsync import filters
-from confsync.config import RenderBudget
+from confsync.config import Delimiters, RenderBudget
 from confsync.errors import TemplateError
 from confsync.sandbox import Budget, BudgetedEnvironment, BudgetError
 from confsync.sources import ABSENT, PLACEHOLDERS, Dep, Functions, Missing
@@ -40,7 +42,7 @@ DEFAULT_BUDGET = RenderBudget()
 CACHE_VARIABLE = "CONFSYNC_TEMPLATE_CACHE"
 
 
-def _bytecode_cache() -> jinja2.BytecodeCache | None:
+def _bytecode_cache(delimiters: Delimiters | None = None) -> jinja2.BytecodeCache | None:
     """Compiled templates kept on disk between runs: compiling costs ~1.3 ms a template, loading
     ~0.01 ms, so a warm `once` with 100 templates starts ~130 ms sooner (docs/performance.md).
 
@@ -63,30 +65,41 @@ def _bytecode_cache() -> jinja2.BytecodeCache | None:
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
         return None
     # Named apart from the caches of earlier versions: their code lacks the budget's checks (sandbox.py).
-    return jinja2.FileSystemBytecodeCache(directory, pattern=f"__confsync_{_compiler_fingerprint()}_%s.cache")
+    # Jinja2's key is the template's name and text: the same text read with other delimiters is
+    # other code, so they are part of the name.
+    lexer = "" if delimiters is None else "_" + _digest(repr(dataclasses.astuple(delimiters)).encode())
+    return jinja2.FileSystemBytecodeCache(directory, pattern=f"__confsync_{_compiler_fingerprint()}{lexer}_%s.cache")
+
+
+def _digest(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()[:16]
 
 
 def _compiler_fingerprint() -> str:
     """Bytecode is only as good as the code that compiled it: Jinja2 checks its own version, not
     ours, so a confsync whose sandbox compiles differently (a new release, another checkout) must
     not load what an older one cached."""
-    import hashlib
-
     from confsync import sandbox
 
-    return hashlib.sha256(Path(sandbox.__file__).read_bytes() + Path(__file__).read_bytes()).hexdigest()[:16]
+    return _digest(Path(sandbox.__file__).read_bytes() + Path(__file__).read_bytes())
 
 
 class FolderLoader(jinja2.FileSystemLoader):
     """Templates from their folder only: `{% include %}` of a symlink that leads out of it is
     refused, as `..` already is (issue 10, item 11). The templates the config names (`trusted`)
-    are the operator's choice, wherever their own symlinks point."""
+    are the operator's choice, wherever their own symlinks point. `inline` holds the templates
+    whose text is in the config (label → text), each loaded by its label."""
 
     def __init__(self, search_path: list[Path]) -> None:
         super().__init__([str(p) for p in search_path])
         self.trusted: set[str] = set()
+        self.inline: dict[str, str] = {}
 
     def get_source(self, environment: jinja2.Environment, template: str) -> tuple[str, str, Any]:
+        if template in self.inline:
+            return self.inline[template], template, lambda: True
         source, filename, uptodate = super().get_source(environment, template)
         real = os.path.realpath(filename)
         folders = [os.path.realpath(p) for p in self.searchpath]
@@ -96,14 +109,19 @@ class FolderLoader(jinja2.FileSystemLoader):
         return source, filename, uptodate
 
 
-def make_environment(search_path: list[Path], env_allow: frozenset[str] | None = None) -> jinja2.Environment:
+def make_environment(search_path: list[Path], env_allow: frozenset[str] | None = None,
+                     delimiters: Delimiters | None = None) -> jinja2.Environment:
+    lexer = delimiters or Delimiters()
     env = BudgetedEnvironment(
         loader=FolderLoader(search_path),
+        variable_start_string=lexer.variable[0], variable_end_string=lexer.variable[1],
+        block_start_string=lexer.block[0], block_end_string=lexer.block[1],
+        comment_start_string=lexer.comment[0], comment_end_string=lexer.comment[1],
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         keep_trailing_newline=True,
         auto_reload=False,
-        bytecode_cache=_bytecode_cache(),
+        bytecode_cache=_bytecode_cache(delimiters),
     )
     env.filters.update(filters.FILTERS)
     env.filters = {name: env.bounded_filter(name, func) for name, func in env.filters.items()}
@@ -119,27 +137,46 @@ def make_environment(search_path: list[Path], env_allow: frozenset[str] | None =
     return env
 
 
+Environments = Callable[[Path, "Delimiters | None"], jinja2.Environment]
+
+
+def environments(env_allow: frozenset[str] | None) -> Environments:
+    """Environments made as asked for, one per folder and delimiters: templates that share both
+    share the compiled code of what they include."""
+
+    @functools.cache
+    def get(folder: Path, delimiters: Delimiters | None) -> jinja2.Environment:
+        return make_environment([folder], env_allow, delimiters)
+
+    return get
+
+
+def loader_name(env: jinja2.Environment, path: Path, text: str | None = None) -> str:
+    """The name env's loader finds `path` by; an inline `text` is put in the loader under `path`."""
+    if text is None:
+        return path.name
+    if isinstance(env.loader, FolderLoader):
+        env.loader.inline[str(path)] = text
+    return str(path)
+
+
 class Template:
-    """One template file, compiled once; `render` reads values through `get`.
+    """One template, compiled once; `render` reads values through `get`.
 
     `env`'s loader must find `path` by its name (make_environment with `path`'s directory):
-    loading through it is what lets the bytecode cache skip the compilation.
+    loading through it is what lets the bytecode cache skip the compilation. An inline template
+    (`text`: `contents`, an `exec.env` value) is put in the loader under `path`, what messages call it.
     """
 
     def __init__(self, env: jinja2.Environment, path: Path, functions: dict[str, type[Functions]],
                  text: str | None = None) -> None:
-        """`text`: an inline template (an `exec.env` value), called `path` in messages."""
         self.path = path
         self.functions = functions
-        self.inline = text
+        self.name = loader_name(env, path, text)
         if isinstance(env.loader, FolderLoader):
-            env.loader.trusted.add(path.name)
+            env.loader.trusted.add(self.name)
         try:
-            if text is None:
-                self.compiled = env.get_template(path.name)
-            else:
-                code = env.compile(text, filename=str(path))
-                self.compiled = env.template_class.from_code(env, code, env.make_globals(None))
+            self.compiled = env.get_template(self.name)
         except jinja2.TemplateSyntaxError as exc:
             raise TemplateError(f"{path}:{exc.lineno}: syntax error: {exc.message}") from None
         except jinja2.TemplateNotFound:

@@ -26,7 +26,7 @@ from confsync import lint, write
 from confsync.config import Config, SourceConfig, TemplateConfig
 from confsync.errors import ConfigError, ConfsyncError, MissingDataError, TemplateError, WriteError
 from confsync.reloading import Reloads, Written
-from confsync.render import Template, make_environment
+from confsync.render import Template, environments
 from confsync.sources import ABSENT, Dep, Missing, Source, source_class
 
 log = logging.getLogger(__name__)
@@ -140,23 +140,21 @@ class Runner:
 
     def _load_templates(self, config: Config) -> list[TemplateState]:
         functions = {name: source_class(s.type).functions for name, s in config.sources.items()}
-        envs: dict[Any, Any] = {}
-        allow = frozenset(config.env_allow) if config.env_allow is not None else None
+        env_for = environments(frozenset(config.env_allow) if config.env_allow is not None else None)
         states = []
         for i, cfg in enumerate(config.templates):
-            folder = cfg.source.parent
-            env = envs.get(folder) or envs.setdefault(folder, make_environment([folder], allow))
+            folder, path = cfg.located(config.path, i)
             target = write.Target(
                 cfg.destination, cfg.perms, cfg.create_dirs, cfg.backup, cfg.check, min_bytes=cfg.min_bytes,
                 max_shrink=cfg.max_shrink, allow_shrink=cfg.allow_shrink or self.force, format=cfg.format,
-                allowed_roots=cfg.allowed_roots)
-            states.append(TemplateState(i, cfg, Template(env, cfg.source, functions), target))
+                allowed_roots=cfg.allowed_roots, user=cfg.user, group=cfg.group)
+            template = Template(env_for(folder, cfg.delimiters), path, functions, cfg.contents)
+            states.append(TemplateState(i, cfg, template, target))
         if sink := self.exec_env:
-            folder = config.path.parent
-            env = envs.get(folder) or envs.setdefault(folder, make_environment([folder], allow))
+            env = env_for(config.path.parent, None)
             for name, text in config.exec.env.items():
                 label = f"exec.env.{name}"  # how logs, errors and /metrics call it: never by its value
-                cfg = TemplateConfig(source=config.path, destination=Path(label))
+                cfg = TemplateConfig(contents=text, destination=Path(label))
                 template = Template(env, Path(label), functions, text)
                 states.append(TemplateState(len(states), cfg, template, functools.partial(sink, name)))
         return states
@@ -167,7 +165,7 @@ class Runner:
         problems = []
         for state in states:
             env = state.template.compiled.environment
-            walk = lint.walk(env, state.template.path.name, state.template.functions, state.template.inline)
+            walk = lint.walk(env, state.template.name, state.template.functions)
             state.fingerprint = walk.fingerprint()
             problems += walk.problems
         return problems
@@ -501,7 +499,7 @@ class Runner:
         for state in self.templates:
             status = ("failing: " + str(state.error) if state.error else "rendered" if state.rendered
                       else "waiting for " + ", ".join(sorted(map(str, state.missing))))
-            log.info("state: %s ← %s: %s; %d dependencies, %d renders", state.name, state.cfg.source, status,
+            log.info("state: %s ← %s: %s; %d dependencies, %d renders", state.name, state.template.path, status,
                      len(state.deps), state.renders, extra={"event": "state", "template": state.name})
         for name in self.sources:
             down = self.source_down.get(name)
@@ -554,7 +552,7 @@ class Runner:
                 down = self.source_down.get(dep.source)
                 lines.append(f"  source {dep.source}: {dep} {why}" + (f" (source unavailable: {down})"
                                                                       if down else "")
-                             + f" — needed by {state.cfg.source} → {state.name}")
+                             + f" — needed by {state.template.path} → {state.name}")
         return MissingDataError("\n".join(lines))
 
 

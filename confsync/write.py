@@ -1,7 +1,7 @@
 """Atomic writes: a reader of the destination sees the old file or the new one, never a part of one.
 
 Temp file in the destination's directory (so the rename stays on one filesystem), write, fsync,
-chmod/chown, optional `check` on the staged file, `os.replace`, fsync the directory (so the rename
+chown/chmod, optional `check` on the staged file, `os.replace`, fsync the directory (so the rename
 itself survives a crash: consul-template does not do this last step). Identical bytes: no write.
 """
 
@@ -43,6 +43,8 @@ class Target:
     format: Literal["json", "yaml", "toml"] | None = None
     allowed_roots: tuple[Path, ...] = ()  # empty: the destination's own directory
     secret: bool = False  # holds a secret: 0600 unless perms say otherwise, .bak never readable by others
+    user: int | None = None  # the file's owner; None: the current file's when root, else whoever writes
+    group: int | None = None
 
     def mode(self, existing: int | None) -> int:
         if self.perms is not None:
@@ -196,22 +198,36 @@ def _stage(target: Target, data: bytes, exists: bool) -> Path:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        _copy_ownership(target, staged, exists)
-    except OSError as exc:
+            _set_owner_and_mode(target, fh.fileno(), exists)
+    except (OSError, WriteError) as exc:
         with contextlib.suppress(OSError):
             os.unlink(staged)
+        if isinstance(exc, WriteError):
+            raise
         raise WriteError(f"{dest}: cannot write the new version: {exc.strerror}") from None
     return staged
 
 
-def _copy_ownership(target: Target, staged: Path, exists: bool) -> None:
+def _set_owner_and_mode(target: Target, fd: int, exists: bool) -> None:
+    """Owner, group and mode of the staged file, before the rename: no reader ever sees the file
+    with another owner or mode. Through the descriptor, not the name: a name in a directory others
+    can write may be swapped for a symlink, and chown would follow it."""
     existing = None
+    uid, gid = -1, -1  # unchanged: whoever writes
     if exists:
         st = os.stat(target.destination)
         existing = stat.S_IMODE(st.st_mode)
         if os.geteuid() == 0:  # keep the owner the app expects; only root can give files away
-            os.chown(staged, st.st_uid, st.st_gid)
-    os.chmod(staged, target.mode(existing))
+            uid, gid = st.st_uid, st.st_gid
+    uid = uid if target.user is None else target.user
+    gid = gid if target.group is None else target.group
+    if (uid, gid) != (-1, -1):
+        try:
+            os.fchown(fd, uid, gid)
+        except OSError as exc:  # the config check knows root and CAP_CHOWN; a filesystem may still refuse
+            raise WriteError(f"{target.destination}: cannot give the file to uid {uid}, gid {gid}: {exc.strerror}; "
+                             "the current file stays") from None
+    os.fchmod(fd, target.mode(existing))
 
 
 async def _check(target: Target, staged: Path) -> None:

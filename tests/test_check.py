@@ -63,6 +63,10 @@ CORPUS = {
                              "confsync.yaml:5: duplicate key 'source'"),
     "destination is the source": (KV + "templates:\n  - {source: t.j2, destination: t.j2}\n", "x",
                                   "templates[0].destination: is the template's own source file"),
+    "destination is the config file": (KV + "templates:\n  - {contents: x, destination: confsync.yaml}\n", "x",
+                                       "templates[0].destination: is the config file itself"),
+    "include out of the folder": (ONE, '{% include "link.j2" %}', "t.j2:1: refused: 'link.j2' leads out of the "
+                                  "template folder through a symlink"),
     "destination in a files root": (KV + "templates:\n  - {source: t.j2, destination: data/t.conf}\n", "x",
                                     "is inside the root of source 'kv'"),
     "alias bomb": (BOMB, "x", "a YAML alias bomb"),
@@ -80,6 +84,7 @@ def test_check_refuses_a_broken_config(tmp_path, case):
     (tmp_path / "data").mkdir()
     (tmp_path / "t.j2").write_text(text)
     (tmp_path / "inc.j2").write_text('{{ kv.key("a") }}\n\n{{ nosuch }}\n')
+    (tmp_path / "link.j2").symlink_to("/etc/passwd")
     (tmp_path / "confsync.yaml").write_text(config)
     result = confsync("check", "-c", str(tmp_path / "confsync.yaml"), timeout=120)
     assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)

@@ -95,7 +95,7 @@ template {{
     assert first["perms"] == "0640" and first["backup"] is True and first["wait"] == {"min": "1s", "max": "5s"}
     assert first["reload"] == second["reload"] == "nginx"  # one reloader for one command
     assert config["reloaders"] == {"nginx": {"command": "nginx -s reload", "timeout": "30s"}}
-    assert (tmp_path / "conv" / "templates" / "b.j2").read_text() == '{{ consul.key("y") }}'
+    assert second["contents"] == '{{ consul.key("y") }}' and "source" not in second  # inline stays inline
     check = confsync("check", "-c", str(tmp_path / "conv" / "confsync.yaml"))
     assert check.returncode == 0, check.stderr
 
@@ -107,7 +107,46 @@ def test_json_config_and_exec_refused(tmp_path: Path) -> None:
     result = confsync("convert", str(tmp_path / "ct.json"), "-o", str(tmp_path / "conv"))
     assert result.returncode == 1
     assert "exec: not translated: write the `exec:` section" in result.stdout
-    assert (tmp_path / "conv" / "templates" / "out.j2").read_text() == '{{ env("HOME", "") }}'
+    config = yaml.safe_load((tmp_path / "conv" / "confsync.yaml").read_text())
+    assert config["templates"][0]["contents"] == '{{ env("HOME", "") }}'
+
+
+def test_delimiters_inline_contents_and_owner_are_translated(tmp_path: Path) -> None:
+    """The file's own `{{ }}` stays as written: the Jinja2 template keeps consul-template's delimiters."""
+    (tmp_path / "rules.ctmpl").write_text('up [[ if keyExists "a" ]]yes[[ end ]]\n')
+    (tmp_path / "ct.hcl").write_text(f'''
+template {{
+  contents = "x: {{{{ $labels.x }}}} {{% raw %}} {{# c #}}\\nedge [ [[- key \\"a\\" ]]\\n[[ key \\"b\\" ]]\\n"
+  left_delimiter = "[["
+  right_delimiter = "]]"
+  destination = "{tmp_path / 'out/inline'}"
+  user = "daemon"
+  group = "4321"
+}}
+template {{
+  source = "{tmp_path / 'rules.ctmpl'}"
+  destination = "{tmp_path / 'out/rules'}"
+  left_delimiter = "[["
+  right_delimiter = "]]"
+  uid = 4242
+  gid = 7
+}}
+''')
+    result = confsync("convert", str(tmp_path / "ct.hcl"), "-o", str(tmp_path / "conv"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = (tmp_path / "conv" / "confsync.yaml").read_text()
+    assert "- contents: |\n    x: {{ $labels.x }}" in text  # a block, as a person writes it
+    inline, rules = yaml.safe_load(text)["templates"]
+    delimiters = {"variable": ["[[", "]]"], "block": ["[[%", "%]]"], "comment": ["[[#", "#]]"]}
+    assert inline == {"contents": 'x: {{ $labels.x }} {% raw %} {# c #}\nedge [ [[- consul.key("a") ]]\n'
+                                  '[[ consul.key("b") ]]\n',
+                      "destination": str(tmp_path / "out/inline"), "delimiters": delimiters,
+                      "user": "daemon", "group": 4321}
+    assert rules["delimiters"] == delimiters and (rules["user"], rules["group"]) == (4242, 7)
+    jinja = (tmp_path / "conv" / rules["source"]).read_text()
+    assert jinja.startswith("up [[% if ") and jinja.endswith(" %]]yes[[% endif %]]\n"), jinja
+    check = confsync("check", "-c", str(tmp_path / "conv" / "confsync.yaml"))
+    assert check.returncode == 0, check.stderr
 
 
 def test_unreadable_config_is_a_clear_error(tmp_path: Path) -> None:

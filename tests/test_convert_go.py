@@ -25,6 +25,7 @@ from tests.servers import openbao_server
 
 CORPUS = Path(__file__).parent / "convert_corpus"
 DELIMS = {"custom-delims": ("[[", "]]")}
+INLINE = {"custom-delims"}  # given to consul-template as `contents`, converted to confsync's inline `contents`
 
 KV = {
     "app/name": "shop",
@@ -133,7 +134,9 @@ def go_render(world: World, template: Path) -> str:
 def _ct_config(world: World, templates: list[Path], out: Path) -> str:
     blocks = [f'consul {{\n  address = "{world.consul}"\n}}', f'vault {{\n  address = "{world.vault}"\n}}']
     for t in templates:
-        lines = [f'  source = "{t}"', f'  destination = "{out / t.stem}"']
+        text = json.dumps(t.read_bytes().decode(), ensure_ascii=False)  # an HCL string: the same escapes
+        lines = [f"  contents = {text}" if t.stem in INLINE else f'  source = "{t}"',
+                 f'  destination = "{out / t.stem}"']
         if t.stem in DELIMS:
             left, right = DELIMS[t.stem]
             lines += [f'  left_delimiter = "{left}"', f'  right_delimiter = "{right}"']

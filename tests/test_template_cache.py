@@ -33,6 +33,22 @@ def test_a_second_run_uses_the_cache_and_an_edited_template_is_recompiled(projec
     assert (tmp_path / "out/app.conf").read_text() == "b=1\n"
 
 
+def test_the_same_template_read_with_other_delimiters_is_other_code(project, tmp_path):
+    """Jinja2 keys its cache by the template's name and text; the delimiters change the code too."""
+    cache = tmp_path / "cache"
+    text = "a=[[ kv.key('k') ]] b={{ kv.key('k') }}\n"
+    plain = project(CONFIG, {"t.j2": text}, {"k": "1"})
+    square = project(CONFIG.replace("out/app.conf}", 'out/square.conf, delimiters: {variable: ["[[", "]]"]}}'),
+                     name="square.yaml")
+    for cfg in (plain, square, plain, square):  # the second pair loads what the first compiled
+        result = confsync("once", "-c", str(cfg), CONFSYNC_TEMPLATE_CACHE=str(cache))
+        assert result.returncode == 0, result.stderr
+        assert (tmp_path / "out/app.conf").read_text() == "a=[[ kv.key('k') ]] b=1\n"
+        if cfg == square:
+            assert (tmp_path / "out/square.conf").read_text() == "a=1 b={{ kv.key('k') }}\n"
+    assert len(list(cache.iterdir())) == 2
+
+
 def test_a_cache_directory_others_can_write_is_not_used(project, tmp_path):
     cache = tmp_path / "shared"
     cache.mkdir()

@@ -12,13 +12,14 @@ the conversion is reported as partial (exit code 1).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from confsync.convert import config as ct_config
-from confsync.convert.emit import convert_template
+from confsync.convert.emit import convert_template, jinja_delimiters
 from confsync.convert.report import Report, TemplateResult
 from confsync.convert.values import unique
 
@@ -38,7 +39,8 @@ def convert(config_path: Path, out_dir: Path) -> Report:
     names, reload_names = _Names(), _Names()
     reloaders: dict[str, dict[str, Any]] = {}
     templates: list[dict[str, Any]] = []
-    (out_dir / "templates").mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[str] = []  # the Jinja2 text of every template written, to find the sources they call
     for spec in converted.templates:
         origin = str(spec.source) if spec.source else f"{config_path} template[{spec.index}] contents"
         text, refusals = convert_template(spec.contents, spec.left, spec.right)
@@ -46,17 +48,26 @@ def convert(config_path: Path, out_dir: Path) -> Report:
         report.templates.append(result)
         if text is None:
             continue
-        stem = (spec.source.name if spec.source else Path(spec.destination).name)
-        stem = re.sub(r"\.(ctmpl|tmpl|tpl)$", "", stem)
-        name = names.take(stem) + ".j2"
-        (out_dir / "templates" / name).write_text(text, encoding="utf-8")
-        result.written = f"templates/{name}"
-        entry: dict[str, Any] = {"source": f"templates/{name}", "destination": spec.destination, **spec.options}
+        written.append(text)
+        entry: dict[str, Any] = {}
+        if spec.source is None:  # inline stays inline
+            entry["contents"] = text
+            result.written = f"confsync.yaml templates[{len(templates)}].contents"
+        else:
+            name = names.take(re.sub(r"\.(ctmpl|tmpl|tpl)$", "", spec.source.name)) + ".j2"
+            (out_dir / "templates").mkdir(parents=True, exist_ok=True)
+            (out_dir / "templates" / name).write_text(text, encoding="utf-8")
+            entry["source"] = result.written = f"templates/{name}"
+        entry["destination"] = spec.destination
+        delimiters = jinja_delimiters(spec.left, spec.right)
+        if delimiters is not None:
+            entry["delimiters"] = {k: list(v) for k, v in dataclasses.asdict(delimiters).items()}
+        entry.update(spec.options)
         if spec.command is not None:
             entry["reload"] = _reloader(spec, reloaders, reload_names)
         templates.append(entry)
     config: dict[str, Any] = {}
-    used = "\n".join((out_dir / r.written).read_text() for r in report.templates if r.written)
+    used = "\n".join(written)
     sources = dict(converted.sources)
     for name in ("consul", "vault"):  # a source the templates call must be declared
         if f"{name}." in used and name not in sources:
@@ -87,6 +98,14 @@ def _reloader(spec: ct_config.TemplateSpec, reloaders: dict[str, dict[str, Any]]
 def _write_yaml(path: Path, config: dict[str, Any]) -> None:
     import yaml
 
+    class Dumper(yaml.SafeDumper):
+        """Text of several lines (an inline template) as a `|` block, as a person writes it; PyYAML
+        falls back to a quoted string where a block cannot hold the text exactly."""
+
+    def text(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
+
+    Dumper.add_representer(str, text)
     header = "# Written by `confsync convert`; see convert-report.txt beside it.\n"
-    path.write_text(header + yaml.safe_dump(config, sort_keys=False, default_flow_style=False, allow_unicode=True),
-                    encoding="utf-8")
+    path.write_text(header + yaml.dump(config, Dumper=Dumper, sort_keys=False, default_flow_style=False,
+                                       allow_unicode=True), encoding="utf-8")

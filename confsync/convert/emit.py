@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from confsync.configtemplate import Delimiters
 from confsync.convert import functions
 from confsync.convert.gotemplate import (
     Action,
@@ -43,16 +44,25 @@ RESERVED = {"consul", "vault", "env", "loop", "range", "dict", "lipsum", "cycler
 _KV_V2 = re.compile(r"^[^/]+/data/.")  # a KV v2 read written the way consul-template reads it
 
 
+def jinja_delimiters(left: str, right: str) -> Delimiters | None:
+    """Jinja2's delimiters for a Go template's: None for Go's own `{{ }}`; else the Go pair for
+    Jinja2's variables, and the same pair with `%` and `#` inside for blocks and comments. All three
+    start with the Go `left`, which Go text cannot hold: the file's own braces stay as they are."""
+    if (left, right) == ("{{", "}}"):
+        return None
+    return Delimiters(variable=(left, right), block=(left + "%", "%" + right), comment=(left + "#", "#" + right))
+
+
 @dataclass
 class _Tag:
-    open: str  # "{%" or "{{"
+    open: str  # "{%" or "{{": a block or a variable, written with the template's delimiters
     body: str
     strip_before: bool = False
     strip_after: bool = False
 
-    def text(self) -> str:
-        close = "%}" if self.open == "{%" else "}}"
-        return f"{self.open}{'-' if self.strip_before else ''} {self.body} {'-' if self.strip_after else ''}{close}"
+    def text(self, delimiters: Delimiters) -> str:
+        start, end = delimiters.block if self.open == "{%" else delimiters.variable
+        return f"{start}{'-' if self.strip_before else ''} {self.body} {'-' if self.strip_after else ''}{end}"
 
 
 @dataclass
@@ -73,8 +83,9 @@ class _Scope:
 
 
 class Emitter:
-    def __init__(self, parsed: Parsed) -> None:
+    def __init__(self, parsed: Parsed, delimiters: Delimiters) -> None:
         self.parsed = parsed
+        self.delimiters = delimiters
         self.pieces: list[Text | _Tag] = []
         self.refusals: list[Refusal] = []
         self.scopes: list[_Scope] = [_Scope(None, None)]
@@ -86,7 +97,7 @@ class Emitter:
 
     def run(self) -> str | None:
         self.nodes(self.parsed.body)
-        return None if self.refusals else _assemble(self.pieces)
+        return None if self.refusals else _assemble(self.pieces, self.delimiters)
 
     def nodes(self, nodes: list[Node]) -> None:
         for node in nodes:
@@ -570,18 +581,20 @@ def _is_name(code: str) -> bool:
 # -- text and markers ---------------------------------------------------------------------------
 
 
-def _escape(text: str, tag_follows: bool) -> str:
-    """Literal text as Jinja2 template data: no delimiter may start in it, and CR survives."""
-    out = []
-    for i, ch in enumerate(text):
-        nxt = text[i + 1] if i + 1 < len(text) else ""
-        if ch == "{" and (nxt in "{%#\r" or (not nxt and tag_follows)):  # a CR becomes a tag too
-            out.append('{{ "{" }}')
-        elif ch == "\r":
-            out.append('{{ "\\r" }}')
-        else:
-            out.append(ch)
-    return "".join(out)
+def _escape(text: str, following: str, delimiters: Delimiters) -> str:
+    """Literal text as Jinja2 template data: no delimiter may start in it, nor across its end into
+    `following` (what comes next in the output), and CR survives (Jinja2 would read it as LF)."""
+    starts = (delimiters.variable[0], delimiters.block[0], delimiters.comment[0])
+    window = max(map(len, starts))
+    out: list[str] = []
+    ahead = following[:window]  # the start of what is written after the character in hand
+    for ch in reversed(text):
+        piece = ch
+        if ch == "\r" or any((ch + ahead).startswith(start) for start in starts):
+            piece = f"{delimiters.variable[0]} {jinja_string(ch)} {delimiters.variable[1]}"
+        out.append(piece)
+        ahead = (piece + ahead)[:window]
+    return "".join(reversed(out))
 
 
 def _merge_texts(pieces: list[Text | _Tag]) -> list[Text | _Tag]:
@@ -597,7 +610,7 @@ def _merge_texts(pieces: list[Text | _Tag]) -> list[Text | _Tag]:
     return merged
 
 
-def _assemble(pieces: list[Text | _Tag]) -> str:
+def _assemble(pieces: list[Text | _Tag], delimiters: Delimiters) -> str:
     pieces = _merge_texts(pieces)
     texts: dict[int, str] = {}
     for i, piece in enumerate(pieces):
@@ -621,16 +634,22 @@ def _assemble(pieces: list[Text | _Tag]) -> str:
         else:
             piece_right = ""
         # the cut white space stays raw (CR included): Jinja2's `-` strips it whole
-        texts[i] = piece_left + _escape(kept, tag_follows=not piece_right and i + 1 < len(pieces)) + piece_right
-    return "".join(p.text() if isinstance(p, _Tag) else texts[i] for i, p in enumerate(pieces))
+        following = piece_right or (nxt.text(delimiters) if nxt is not None else "")
+        texts[i] = piece_left + _escape(kept, following, delimiters) + piece_right
+    return "".join(p.text(delimiters) if isinstance(p, _Tag) else texts[i] for i, p in enumerate(pieces))
 
 
 def convert_template(source: str, left: str = "{{", right: str = "}}") -> tuple[str | None, list[Refusal]]:
-    """Jinja2 text for a Go template, or None and the refusals."""
+    """Jinja2 text for a Go template written with `left` and `right` (Jinja2's delimiters then
+    `jinja_delimiters(left, right)`), or None and the refusals."""
+    try:
+        delimiters = jinja_delimiters(left, right) or Delimiters()
+    except ValueError as exc:
+        return None, [Refusal(Pos(1, 1), f"left_delimiter {left!r}, right_delimiter {right!r}: as Jinja2's: {exc}")]
     try:
         parsed = parse(source, left, right)
     except GoSyntaxError as exc:
         return None, [Refusal(Pos(exc.line, exc.col), f"Go template syntax error: {exc.message}")]
-    emitter = Emitter(parsed)
+    emitter = Emitter(parsed, delimiters)
     text = emitter.run()
     return text, emitter.refusals
