@@ -98,7 +98,7 @@ async def run(config: Config, *, force: bool = False, load: Callable[[], Config]
         finally:
             if server:
                 server.close()
-            await runner.close()
+            await runner.close(final=True)
     log.info("confsync stopped", extra={"event": "stopped"})
     return 0
 

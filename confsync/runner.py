@@ -299,7 +299,10 @@ class Runner:
         for name, spec in self.config.sources.items():
             source = source_class(spec.type)(name, spec.options, self)
             self.sources[name] = source
-            await source.start()
+            try:
+                await source.start()
+            except ValueError as exc:  # options it cannot use, such as a key file it cannot read
+                raise ConfigError(f"sources.{name}: cannot start: {exc}") from None
         self._kick.set()
 
     async def work(self) -> None:
@@ -335,12 +338,16 @@ class Runner:
         self._stopping = True
         self._kick.set()
 
-    async def close(self) -> None:
+    async def close(self, final: bool = False) -> None:
+        """`final`: the process stops for good (`run`, `exec`), not to hand over to a next one
+        (`init`, `once`): a source may then give back what it holds (Vault's revoke_on_shutdown)."""
         for state in self.templates:
             if state.timer:
                 state.timer.cancel()
         await self.reloaders.close()
         for source in self.sources.values():
+            if final and hasattr(source, "shutdown"):
+                await source.shutdown()
             await source.close()
 
     # -- rendering ------------------------------------------------------------------------------

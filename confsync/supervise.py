@@ -333,7 +333,7 @@ async def run(config: Config, command: Sequence[str], timeout: float, *, force: 
                     await worker
             if server:
                 server.close()
-            await runner.close()
+            await runner.close(final=True)
 
 
 async def _supervise(runner: Runner, app: Supervisor, worker: asyncio.Task[None], stop: asyncio.Event,

@@ -24,7 +24,7 @@ import pytest
 import requests
 
 from tests.helpers import Daemon, confsync
-from tests.servers import OpenBaoServer, free_port, openbao_server, postgres_server
+from tests.servers import OpenBaoServer, PostgresServer, free_port, openbao_server, postgres_server
 
 # What the `app` policy grants; the approle and the limited tokens below use it.
 APP_POLICY = """
@@ -288,17 +288,22 @@ def test_pki_certificate_is_reissued_before_it_expires(bao, project, tmp_path):
 def database(bao) -> Iterator[str]:
     """The database secrets engine on a real PostgreSQL: role `app`, 3s leases, at most 7s."""
     with postgres_server() as pg:
-        client = root_client(bao)
-        client.sys.enable_secrets_engine("database", path="database")
-        client.write_data("database/config/pg", data={
-            "plugin_name": "postgresql-database-plugin", "allowed_roles": "app",
-            "connection_url": f"postgresql://{{{{username}}}}:{{{{password}}}}@{pg.host}:{pg.port}/postgres",
-            "username": pg.user, "password": pg.password})
-        client.write_data("database/roles/app", data={
-            "db_name": "pg", "default_ttl": "3s", "max_ttl": "7s",
-            "creation_statements": ["CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' "
-                                    "VALID UNTIL '{{expiration}}';"]})
-        yield "database/creds/app"
+        yield database_engine(bao, pg, "app", default_ttl="3s", max_ttl="7s")
+
+
+def database_engine(server: OpenBaoServer, pg: PostgresServer, role: str, default_ttl: str, max_ttl: str) -> str:
+    """Mount the database secrets engine on `pg` with one role; the path that issues its credentials."""
+    client = root_client(server)
+    client.sys.enable_secrets_engine("database", path="database")
+    client.write_data("database/config/pg", data={
+        "plugin_name": "postgresql-database-plugin", "allowed_roles": role,
+        "connection_url": f"postgresql://{{{{username}}}}:{{{{password}}}}@{pg.host}:{pg.port}/postgres",
+        "username": pg.user, "password": pg.password})
+    client.write_data(f"database/roles/{role}", data={
+        "db_name": "pg", "default_ttl": default_ttl, "max_ttl": max_ttl,
+        "creation_statements": ["CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' "
+                                "VALID UNTIL '{{expiration}}';"]})
+    return f"database/creds/{role}"
 
 
 def lease_ttls(server: OpenBaoServer, prefix: str) -> list[int]:

@@ -91,7 +91,8 @@ class Source(Protocol):
     def __init__(self, name: str, options: Any, sink: Sink) -> None: ...
 
     async def start(self) -> None:
-        """Connect (or prepare to); must not fail because the backend is down: report it instead."""
+        """Connect (or prepare to); must not fail because the backend is down: report it instead.
+        ValueError: options it cannot use (a key file it cannot read), a config error."""
 
     def watch(self, dep: Dep) -> None:
         """Begin delivering `dep`'s value and its changes to the sink."""

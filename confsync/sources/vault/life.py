@@ -14,6 +14,7 @@ class TokenLife:
     ttl: float  # seconds left; 0: never expires (a root token)
     renewable: bool
     full: float  # the TTL a renewal asks for: the one the token was created with
+    accessor: str = ""  # names the token without being it: the state file checks an adopted token by it
 
 
 def life_from_lookup(body: dict[str, Any] | None) -> TokenLife:
@@ -21,7 +22,8 @@ def life_from_lookup(body: dict[str, Any] | None) -> TokenLife:
     data = part(body, "data")
     try:
         ttl = float(data.get("ttl") or 0)
-        return TokenLife(ttl, bool(data.get("renewable")), float(data.get("creation_ttl") or ttl))
+        return TokenLife(ttl, bool(data.get("renewable")), float(data.get("creation_ttl") or ttl),
+                         str(data.get("accessor") or ""))
     except (TypeError, ValueError):
         raise Unreachable("the token lookup reply is not a Vault reply (ttl is not a number)") from None
 
@@ -33,7 +35,7 @@ def life_from_auth(body: dict[str, Any] | None, full: float | None = None) -> To
         ttl = float(auth.get("lease_duration") or 0)
     except (TypeError, ValueError):
         raise Unreachable("the login reply is not a Vault reply (lease_duration is not a number)") from None
-    return TokenLife(ttl, bool(auth.get("renewable")), ttl if full is None else full)
+    return TokenLife(ttl, bool(auth.get("renewable")), ttl if full is None else full, str(auth.get("accessor") or ""))
 
 
 def part(body: dict[str, Any] | None, key: str) -> dict[str, Any]:

@@ -72,6 +72,11 @@ class VaultOptions:
     static_secret_interval: Duration = 300.0
     timeout: Duration = 10.0  # per request
     tls: TLSOptions = TLSOptions()
+    # The token and leases, kept for the next start (an init container's, for its sidecar): state.py
+    state_file: RelPath | None = None
+    state_key_file: RelPath | None = None  # encrypt state_file with the key in this file…
+    state_key_env: str | None = None  # …or in this environment variable
+    revoke_on_shutdown: bool = False  # `run`/`exec` give back the token and leases when they stop
 
     def __post_init__(self) -> None:
         if self.address is not None and not re.match(r"https?://[^/]", self.address):
@@ -83,6 +88,10 @@ class VaultOptions:
         if self.auth.method == "cert" and not (self.tls.cert_file and self.tls.key_file):
             raise ValueError("auth method 'cert' logs in with the client certificate: set tls.cert_file "
                              "and tls.key_file")
+        if (self.state_key_file or self.state_key_env) and not self.state_file:
+            raise ValueError("state_key_file and state_key_env encrypt state_file: set state_file too")
+        if self.state_key_file and self.state_key_env:
+            raise ValueError("set one of state_key_file or state_key_env, not both")
 
 
 # -- what templates see -------------------------------------------------------------------------

@@ -23,6 +23,10 @@ class Secret:
     lease_id: str = ""
     ttl: float = 0.0  # seconds left when fetched; 0: not leased (re-read on the static interval)
     renewable: bool = False
+    # Of a secret adopted from the state file (else both are its ttl): how long its current term
+    # lasts (the refetch is planned from it), and the lease first granted (what a renewal asks for).
+    term: float = 0.0
+    duration: float = 0.0
 
     @property
     def leased(self) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -11,11 +12,14 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
+from pathlib import Path
 from typing import Any
 
+from confsync.errors import WriteError
 from confsync.sources import Dep, Missing, Sink
 from confsync.sources.failures import internal_error
 from confsync.sources.vault.auth import method_for
+from confsync.sources.vault.auth.base import GivenToken
 from confsync.sources.vault.auth.sink import write_token
 from confsync.sources.vault.errors import (
     RATE_LIMITED,
@@ -26,20 +30,20 @@ from confsync.sources.vault.errors import (
     problem_of,
     retry_after_of,
 )
+from confsync.sources.vault.leases import BACKOFF_MAX, REFETCH_AT, RENEW_AT, LeaseKeeping, backoff, sleep
 from confsync.sources.vault.life import TokenLife, life_from_auth, life_from_lookup, ttl_text
 from confsync.sources.vault.options import VaultFunctions, VaultOptions
-from confsync.sources.vault.secrets import MIN_DELAY, Mount, Secret, kv_path, lease_text, listing, parse
+from confsync.sources.vault.secrets import MIN_DELAY, Mount
+from confsync.sources.vault.state import State, dump, identity, load, read_key
+from confsync.write import SECRET_MODE, Target, write
 
 log = logging.getLogger(__name__)
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8200"  # the Vault CLI's default too
-RENEW_AT = 2 / 3  # of a TTL: leaves a third for retries if a renewal fails
-REFETCH_AT = (0.85, 0.90)  # of what is left of a lease that cannot be extended; jittered
-BACKOFF_MAX = 30.0  # s: between tries to reach (or log in to) a server that is down
 WORKERS = 8  # concurrent requests: enough to fetch many secrets at start-up in one go
 
 
-class VaultSource:
+class VaultSource(LeaseKeeping):
     Options = VaultOptions
     functions = VaultFunctions
     secret = True  # templates using it hold secrets: their destinations default to private modes
@@ -64,12 +68,25 @@ class VaultSource:
         self._down: str | None = None  # the reason last reported, while down
         self._denied: dict[Dep, str] = {}  # reasons already logged, so a retry loop logs once
         self._expiry: dict[Dep, float] = {}  # loop time at which each leased secret expires
+        # What the state file keeps (state.py): the token (if ours), its accessor and the leases it took.
+        self._state = State()
+        self._state_key: bytes | None = None
+        self._identity = identity(name, self.address, options.namespace or os.environ.get("VAULT_NAMESPACE") or "",
+                                  options.auth)
+        self._adopting = False  # the state file's token is being tried
+        self._ours = not isinstance(self._method, GivenToken)  # logged in for: ours to keep and to revoke
+        self._dirty = False
+        self._saving: asyncio.Task[None] | None = None
 
     # -- the Source protocol
 
     async def start(self) -> None:
         import hvac  # here, not at module level: an unused backend costs no start-up time
 
+        if self.options.state_file:
+            self._state_key = read_key(self.options.state_key_file, self.options.state_key_env)
+            self._state = load(self.options.state_file, self._state_key, self._identity)
+            self._adopting = bool(self._state.token) and self._ours
         self._executor = ThreadPoolExecutor(WORKERS, thread_name_prefix=f"vault-{self.name}")
         self._client = hvac.Client(
             url=self.address, token="", timeout=self.options.timeout, verify=self._verify(),
@@ -103,6 +120,8 @@ class VaultSource:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.clear()
+        if self._saving:
+            await self._saving
         if self._executor:
             self._executor.shutdown(wait=False, cancel_futures=True)
         if self._client:
@@ -226,22 +245,105 @@ class VaultSource:
             self.sink.source_status(self.name, False, reason)
 
     async def _authenticate(self) -> TokenLife:
-        """Keep the token we have while it is still good (a reconnection); else log in."""
+        """Keep the token we have while it is still good (a reconnection, or the state file's
+        token: an init container's, for its sidecar); else log in."""
+        if self._adopting and not self._client.token:
+            self._set_token(self._state.token)
         if self._client.token:
             try:
-                return life_from_lookup(await self._call(self._client.auth.token.lookup_self))
+                life = life_from_lookup(await self._call(self._client.auth.token.lookup_self))
             except Refused as exc:
                 if exc.status != 403:
                     raise
-                log.info("source %s: token no longer valid: logging in again", self.name,
+                log.info("source %s: %s no longer valid: logging in again", self.name,
+                         "the state file's token is" if self._adopting else "token",
                          extra={"event": "token_invalid", "source": self.name})
-        return await self._login()
+            else:
+                if not self._adopting:
+                    return life
+                self._adopting = False
+                if life.accessor == self._state.accessor:
+                    log.info("source %s: took over the state file's token (token ttl %s)", self.name,
+                             ttl_text(life), extra={"event": "token_adopted", "source": self.name})
+                    return life
+                log.warning("state_file %s: its token is not the one it names (altered?): logging in",
+                            self.options.state_file, extra={"event": "state_ignored", "source": self.name})
+            self._adopting = False
+        return self._known(await self._login())
+
+    def _known(self, life: TokenLife) -> TokenLife:
+        """A new token: the state file's leases were taken with the old one, and die with it."""
+        if life.accessor != self._state.accessor:
+            self._state.secrets = {k: held for k, held in self._state.secrets.items() if not held.lease_id}
+            self._state.accessor = life.accessor
+        self._state.token = self._client.token if self._ours else ""
+        self._save_soon()
+        return life
 
     async def _login(self) -> TokenLife:
         life = await self._method.login(self)
         log.info("source %s: logged in (%s; token ttl %s)", self.name, self.options.auth.method, ttl_text(life),
                  extra={"event": "logged_in", "source": self.name})
         return life
+
+    # -- the state file, and giving back at shutdown
+
+    def _save_soon(self) -> None:
+        """Write the state file once the changes of this turn of the event loop are made."""
+        if not self.options.state_file:
+            return
+        self._dirty = True
+        if self._saving is None or self._saving.done():
+            self._saving = asyncio.create_task(self._save(self.options.state_file))
+
+    async def _save(self, path: Path) -> None:
+        while self._dirty:
+            await asyncio.sleep(0)
+            self._dirty = False
+            try:
+                if path.is_symlink():  # planted in the shared volume: the writer would refuse it forever
+                    with contextlib.suppress(OSError):
+                        path.unlink()
+                await write(Target(path, perms=SECRET_MODE, create_dirs=False, secret=True),
+                            dump(self._state, self._state_key, self._identity))
+            except WriteError as exc:
+                log.warning("source %s: cannot write state_file: %s", self.name, exc.message,
+                            extra={"event": "state_write_failed", "source": self.name})
+
+    async def shutdown(self) -> None:
+        """`run` and `exec` stop for good: with revoke_on_shutdown, give back our token (Vault revokes
+        the leases taken with it), or each lease when the token is not ours (VAULT_TOKEN, token_file)."""
+        if not self.options.revoke_on_shutdown or self._client is None:
+            return
+        tasks = [t for t in (self._auth_task, *self._tasks.values()) if t]
+        for task in tasks:  # no renewal or new login races the revocation
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        leases = {key: held for key, held in self._state.secrets.items() if held.lease_id}
+        if self._ours and self._client.token:
+            try:
+                await self._call(self._client.auth.token.revoke_self)
+            except Problem as exc:
+                log.warning("source %s: could not revoke the token: %s", self.name, exc.reason,
+                            extra={"event": "revoke_failed", "source": self.name})
+                return
+            self._state.token = ""
+            revoked = list(leases)
+        else:
+            revoked = []
+            for key, held in leases.items():
+                try:
+                    await self._call(self._client.sys.revoke_lease, lease_id=held.lease_id)
+                except Problem as exc:
+                    log.warning("source %s: could not revoke the lease of %s: %s (it ends in %.0fs)", self.name,
+                                key[0], exc.reason, held.left(), extra={"event": "revoke_failed", "source": self.name})
+                    continue
+                revoked.append(key)
+        for key in revoked:
+            del self._state.secrets[key]
+        log.info("source %s: revoked %s%d lease(s)", self.name, "the token and its " if self._ours else "",
+                 len(revoked), extra={"event": "revoked", "source": self.name})
+        self._save_soon()
 
     def _set_token(self, token: str) -> None:
         self._client.token = token
@@ -267,7 +369,7 @@ class VaultSource:
                 await self._check.wait()
                 return
             at = RENEW_AT if extendable else random.uniform(*REFETCH_AT)
-            if await _sleep(life.ttl * at, self._check):
+            if await sleep(life.ttl * at, self._check):
                 return
             if not extendable:
                 log.info("source %s: token reaches its max TTL: logging in again", self.name,
@@ -297,147 +399,6 @@ class VaultSource:
                 log.error("source %s: %s", self.name, exc.reason,
                           extra={"event": "token_sink_failed", "source": self.name})
 
-    # -- the secrets
-
-    async def _follow(self, dep: Dep) -> None:
-        """Deliver `dep` now, then keep it fresh until unwatched."""
-        failures = 0
-        while True:
-            await self._ready.wait()
-            token, token_replaced, reconnected = self._client.token, self._token_replaced, self._reconnected
-            try:
-                secret = await self._fetch(dep)
-            except Unreachable as exc:
-                if exc.status != RATE_LIMITED:
-                    self._unreachable(exc.reason)
-                    continue
-                # A quota: the server is there (the token need not be checked), and asks us to wait.
-                failures += 1
-                self._report_down(exc.reason)
-                await asyncio.sleep(max(exc.retry_after * random.uniform(0.8, 1.0), _backoff(failures)))
-                continue
-            except Refused as exc:
-                if exc.status == 403 and await self._token_rejected(token):
-                    continue
-                failures += 1
-                self._refused(dep, exc.reason)
-                # A new token may carry other policies: try again with it at once.
-                await _sleep(min(2.0 ** (failures - 1), self.interval), reconnected, token_replaced)
-                continue
-            failures = 0
-            if self._down is not None and self._ready.is_set():  # back from a rate limit
-                self._up()
-            if self._denied.pop(dep, None):
-                log.info("source %s: %s readable again", self.name, dep,
-                         extra={"event": "secret_available", "source": self.name, "key": str(dep)})
-            log.debug("source %s: read %s (%s)", self.name, dep, lease_text(secret),
-                      extra={"event": "secret_read", "source": self.name, "key": str(dep)})
-            self.sink.update(dep, secret.fields["keys"] if dep.kind == "list" else secret.fields)
-            if not secret.leased:
-                await _sleep(self.interval, reconnected)
-            else:
-                await self._keep_lease(dep, secret, token_replaced, reconnected)
-
-    def _refused(self, dep: Dep, reason: str) -> None:
-        self.sink.update(dep, Missing(reason))
-        if self._denied.get(dep) != reason:
-            self._denied[dep] = reason
-            log.warning("source %s: %s %s (retrying)", self.name, dep, reason,
-                        extra={"event": "secret_unavailable", "source": self.name, "key": str(dep)})
-
-    async def _fetch(self, dep: Dep) -> Secret:
-        mount = await self._mount_of(dep.path)
-        if dep.kind == "list":
-            return await self._list(dep, mount)
-        params = {k: list(v) if isinstance(v, tuple) else v for k, v in dep.params}
-        redact = tuple(str(v) for v in params.values())
-        if mount and mount.kv:
-            return parse(await self._read_kv(dep, mount, params), mount)
-        if params:  # an engine that issues something on a write: pki/issue/<role>, transit…
-            body = await self._call(self._client.adapter.post, f"/v1/{dep.path}", json=params, redact=redact)
-        else:
-            body = await self._call(self._client.adapter.get, f"/v1/{dep.path}")
-        return parse(body, mount)
-
-    async def _list(self, dep: Dep, mount: Mount | None) -> Secret:
-        path = kv_path(dep.path, mount, "list") if mount else dep.path
-        try:
-            return listing(await self._call(self._client.adapter.get, f"/v1/{path}", params={"list": "true"}))
-        except Refused as exc:
-            if exc.status == 404:  # no key under it: Vault's folders exist only through their keys
-                return Secret({"keys": []})
-            raise
-
-    async def _read_kv(self, dep: Dep, mount: Mount, params: dict[str, Any]) -> Any:
-        # Never a write to KV: parameters there would overwrite the secret itself.
-        query = {}
-        if mount.kv == 2 and set(params) <= {"version"}:
-            query = {k: str(v) for k, v in params.items()}
-        elif params:
-            raise Refused("KV secrets take no parameters (KV v2: only version)")
-        return await self._call(self._client.adapter.get, f"/v1/{kv_path(dep.path, mount)}", params=query)
-
-    async def _mount_of(self, path: str) -> Mount | None:
-        """The mount holding `path`, from the cache or asked once; None when it cannot be told (the
-        read that follows then says why)."""
-        known = [m for p, m in self._mounts.items() if (path + "/").startswith(p)]
-        if known:
-            return max(known, key=lambda m: len(m.path))
-        try:
-            body = await self._call(self._client.adapter.get, f"/v1/sys/internal/ui/mounts/{path}")
-        except Refused:
-            return None
-        data = (body.get("data") or {}) if isinstance(body, dict) else {}
-        if not data.get("path"):
-            return None
-        kv = 0
-        if data.get("type") in ("kv", "generic"):
-            kv = 2 if str((data.get("options") or {}).get("version")) == "2" else 1
-        mount = Mount(data["path"], kv)
-        self._mounts[mount.path] = mount
-        return mount
-
-    async def _keep_lease(self, dep: Dep, secret: Secret, token_replaced: asyncio.Event,
-                          reconnected: asyncio.Event) -> None:
-        """Renew the lease while that extends it; return when the secret must be fetched anew."""
-        loop = asyncio.get_running_loop()
-        start, ttl = loop.time(), secret.ttl
-        self._expiry[dep] = start + ttl
-        extendable = secret.renewable and bool(secret.lease_id)
-        # A lease dies with the token that took it; a certificate without a lease does not.
-        dies_with_token = (token_replaced,) if secret.lease_id else ()
-        while True:
-            if not extendable:
-                left = start + ttl - loop.time()
-                await _sleep(left * random.uniform(*REFETCH_AT), *dies_with_token)
-                return
-            woke = await _sleep(start + ttl * RENEW_AT - loop.time(), token_replaced, reconnected)
-            if woke is token_replaced:
-                return
-            try:
-                renewed = await self._call(self._client.sys.renew_lease, lease_id=secret.lease_id,
-                                           increment=int(secret.ttl))
-            except Unreachable as exc:
-                self._unreachable(exc.reason)
-                await self._ready.wait()
-                if loop.time() >= start + ttl:
-                    return
-                reconnected = self._reconnected
-                continue
-            except Refused as exc:  # expired, revoked, or lost by a restarted server
-                log.info("source %s: lease of %s not renewed (%s): fetching it anew", self.name, dep,
-                         exc.reason, extra={"event": "lease_lost", "source": self.name, "key": str(dep)})
-                return
-            renewed = renewed or {}  # a 204: nothing renewed
-            start, ttl = loop.time(), float(renewed.get("lease_duration") or 0)
-            self._expiry[dep] = start + ttl
-            # Asked for the full lease and got less: the max TTL is near, renewals cannot help.
-            extendable = bool(renewed.get("renewable")) and ttl >= secret.ttl
-            reconnected = self._reconnected
-            log.debug("source %s: renewed the lease of %s (ttl %gs%s)", self.name, dep, ttl,
-                      "" if extendable else ", at its max TTL: fetched anew before it expires",
-                      extra={"event": "lease_renewed", "source": self.name, "key": str(dep)})
-
     async def _guarded(self, work: Callable[[], Awaitable[None]], dep: Dep | None = None) -> None:
         """No task of the source may die (issue 18): a failure nothing else caught is said, at error,
         as the reason its secret (or the source) is unavailable, and the work starts over."""
@@ -457,7 +418,7 @@ class VaultSource:
                     self._report_down(reason)
                 else:
                     self.sink.update(dep, Missing(reason))
-                await asyncio.sleep(_backoff(failures))
+                await asyncio.sleep(backoff(failures))
 
 
 # -- small helpers ------------------------------------------------------------------------------
@@ -471,28 +432,8 @@ def _note_retry_after(response: Any, *args: Any, **kwargs: Any) -> None:
         _last_reply.retry_after = response.headers.get("Retry-After")
 
 
-def _backoff(failures: int) -> float:
-    """Exponential with full jitter, from MIN_DELAY up to BACKOFF_MAX."""
-    return random.uniform(MIN_DELAY, min(BACKOFF_MAX, MIN_DELAY * 2.0 ** failures))
-
-
 def _fire(source: VaultSource, attr: str) -> None:
     """Wake whoever waits on the event in `attr`, and put a fresh one in its place."""
     old = getattr(source, attr)
     setattr(source, attr, asyncio.Event())
     old.set()
-
-
-async def _sleep(delay: float, *events: asyncio.Event) -> asyncio.Event | None:
-    """Sleep `delay` seconds, or less if one of `events` is set: then return it."""
-    delay = max(delay, MIN_DELAY)
-    if not events:
-        await asyncio.sleep(delay)
-        return None
-    waiters = {asyncio.ensure_future(e.wait()): e for e in events}
-    try:
-        done, _ = await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
-    return waiters[next(iter(done))] if done else None
