@@ -27,7 +27,7 @@ from confsync.config import Config, SourceConfig, TemplateConfig
 from confsync.errors import ConfigError, ConfsyncError, MissingDataError, TemplateError, WriteError
 from confsync.reloading import Reloads, Written
 from confsync.render import Template, environments
-from confsync.sources import ABSENT, Dep, Missing, Source, source_class
+from confsync.sources import ABSENT, Dep, Missing, Source, is_secret, source_class
 
 log = logging.getLogger(__name__)
 
@@ -457,7 +457,7 @@ class Runner:
                                                                  "template": state.name, "reason": kind})
 
     def _is_secret(self, state: TemplateState) -> bool:
-        return any(getattr(self.sources[d.source], "secret", False) for d in state.deps)
+        return any(is_secret(self.sources[d.source], d) for d in state.deps)
 
     def _target(self, state: TemplateState) -> write.Target:
         """Templates that used a secret get 0600 files and private backups unless perms say so."""
@@ -476,7 +476,7 @@ class Runner:
             return error.message + (" (details withheld: it uses secrets)" if error.detail else "")
         text = str(error)
         for dep, value in self.values.items():
-            if getattr(self.sources.get(dep.source), "secret", False):
+            if is_secret(self.sources.get(dep.source), dep):
                 for secret_text in _strings(value):
                     if secret_text:
                         text = text.replace(secret_text, "<redacted>")

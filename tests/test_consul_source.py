@@ -563,8 +563,8 @@ async def test_tls_options_reach_the_client(tmp_path, monkeypatch):
     http = source._client.http
     assert (http.base_uri, http.verify, http.cert) == ("https://127.0.0.1:1", str(ca), (str(cert), str(key)))
     from confsync.sources.consul.client import _request
-    assert _request(options, dep("key", "k"), stale=True)[1][:2] == [("dc", "dc1"), ("stale", "")]
-    assert ("stale", "") not in _request(options, dep("key", "k"), stale=False)[1]  # past max_stale
+    assert _request(source._client, options, dep("kv", "k"), True, None, "")[1][:2] == [("dc", "dc1"), ("stale", "")]
+    assert ("stale", "") not in _request(source._client, options, dep("kv", "k"), False, None, "")[1]  # past max_stale
     await source.close()
     monkeypatch.setenv("CONSUL_HTTP_SSL_VERIFY", "false")
     source = ConsulSource("consul", load_options(tmp_path, "address: https://127.0.0.1:1\n"), Sink())

@@ -153,7 +153,14 @@ class _AnyField(dict[str, Any]):
 # What a template gets for a kind while its value is not known yet: rendering goes on with it so
 # that one pass discovers as many dependencies as it can; the output is then thrown away.
 PLACEHOLDERS: dict[str, Any] = {"key": "", "tree": _AnyField(), "ls": [], "list": [], "secret": _AnyField(),
-                                "service": [], "services": _AnyField()}
+                                "service": [], "services": _AnyField(), "node": _AnyField(), "nodes": [],
+                                "datacenters": [], "ca_roots": [], "ca_leaf": _AnyField()}
+
+
+def is_secret(source: Any, dep: Dep) -> bool:
+    """Does `dep`'s value hold a secret: every value of a secret source, or a kind the source
+    names in `secret_kinds` (Consul's Connect leaf certificate carries its private key)."""
+    return bool(getattr(source, "secret", False)) or dep.kind in getattr(source, "secret_kinds", ())
 
 
 def source_class(type_name: Any) -> Any:

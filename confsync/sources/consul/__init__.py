@@ -22,11 +22,14 @@ through `run_in_executor`, which hands it over with `call_soon_threadsafe`. A pa
 cannot be cancelled from Python, so `unwatch`, a widening and `close` shut down the socket it
 waits on: the thread returns at once.
 
-Modules: `options` (config and environment), `source` (the polls' loops), `kv` (the one KV poll's
-prefix and the values derived from it), `client` (requests in worker threads, errors mapped).
+Modules: `options` (config and environment), `functions` (what templates call), `source` (the
+polls' loops), `kv` (the one KV poll's prefix and the values derived from it), `catalog` and
+`connect` (their endpoints and the values templates get), `hidden` (answers ACLs may have
+filtered), `client` (requests in worker threads, errors mapped).
 """
 
+from confsync.sources.consul.functions import ConsulFunctions
 from confsync.sources.consul.options import ConsulOptions, ConsulTLS, parse_address
-from confsync.sources.consul.source import ConsulFunctions, ConsulSource
+from confsync.sources.consul.source import ConsulSource
 
 __all__ = ["ConsulFunctions", "ConsulOptions", "ConsulSource", "ConsulTLS", "parse_address"]

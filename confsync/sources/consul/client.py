@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from confsync.sources import Dep
+from confsync.sources.consul import catalog
+from confsync.sources.consul import connect as ca
+from confsync.sources.consul.functions import CONNECT_KINDS
 from confsync.sources.consul.kv import Snapshot
 from confsync.sources.consul.options import ConsulOptions, tls_args
 
@@ -68,7 +71,7 @@ def read(client: Any, options: ConsulOptions, dep: Dep, index: int, wait: float,
     response headers that tell an ACL-filtered answer from a complete one."""
     import requests
 
-    path, params = _request(options, dep, stale)
+    path, params = _request(client, options, dep, stale, token, addr)
     if index:
         params += [("index", str(index)), ("wait", f"{max(1, round(wait * 1000))}ms")]
     try:
@@ -80,6 +83,10 @@ def read(client: Any, options: ConsulOptions, dep: Dep, index: int, wait: float,
         if "acl not found" in str(body).lower():
             raise Unavailable("Consul does not know the ACL token (ACL not found)")
         raise Refused("permission denied" + ("" if token else " (no ACL token configured)"))
+    if code == 500 and "no path to datacenter" in str(body).lower():
+        # One call's dc= (or the source's datacenter) names a datacenter Consul does not know: this
+        # dependency has no value; the source itself answers.
+        raise Refused(f"Consul knows no datacenter {dict(params).get('dc', '')!r} (No path to datacenter)")
     if code == 429 or code >= 500:
         raise Unavailable(f"Consul answered {brief}" if code != 429 else f"Consul is rate-limiting us: {brief}")
     if code != 404 and not 200 <= code < 300:
@@ -104,25 +111,46 @@ def read(client: Any, options: ConsulOptions, dep: Dep, index: int, wait: float,
                   known_leader=str(headers.get("X-Consul-KnownLeader", "true")).lower() != "false")
 
 
-def _request(options: ConsulOptions, dep: Dep, stale: bool) -> tuple[str, list[tuple[str, str]]]:
+def _request(client: Any, options: ConsulOptions, dep: Dep, stale: bool, token: str | None,
+             addr: str) -> tuple[str, list[tuple[str, str]]]:
     """The path and query of a read of `dep` (one KV poll: everything under its prefix)."""
     params: list[tuple[str, str]] = []
-    if options.datacenter:
+    scoped = dict(dep.params)
+    if options.datacenter and "dc" not in scoped:
         params.append(("dc", options.datacenter))
+    if dep.kind not in ("datacenters", "ca_roots"):
+        # The source's namespace and partition, unless the call names its own (Consul Enterprise).
+        if options.namespace and "ns" not in scoped and dep.kind not in ("node", "nodes"):
+            params.append(("ns", options.namespace))
+        if options.partition and "partition" not in scoped:
+            params.append(("partition", options.partition))
     if options.consistency == "consistent":
         params.append(("consistent", ""))
     elif options.consistency == "stale" and stale:
         params.append(("stale", ""))
     if dep.kind == "kv":
         return f"/v1/kv/{dep.path}", params + [("recurse", "")]
-    if dep.kind == "services":
-        return "/v1/catalog/services", params
-    args = dict(dep.params)
-    if args.get("passing"):
-        params.append(("passing", "1"))
-    if args.get("tag"):
-        params.append(("tag", args["tag"]))
-    return f"/v1/health/service/{dep.path}", params
+    if dep.kind in CONNECT_KINDS:
+        path, more = ca.request(dep)
+        return path, params + more
+    path, more = catalog.request(dep, _agent_node(client, token, addr) if dep.kind == "node" and not dep.path else "")
+    return path, params + more
+
+
+def _agent_node(client: Any, token: str | None, addr: str) -> str:
+    """The local agent's node name, for node() without a name (as consul-template: Agent().NodeName())."""
+    import requests
+
+    try:
+        code, _, body = client.http.get(lambda r: r, "/v1/agent/self", headers=client.prepare_headers(token))
+    except requests.RequestException as exc:
+        raise Unavailable(f"cannot reach Consul at {addr}: {_network_reason(exc)}", str(exc)) from None
+    if code == 403:
+        raise Refused("permission denied reading the local agent's node name (grant agent:read)")
+    try:
+        return str(json.loads(body)["Config"]["NodeName"]) if code == 200 else ""
+    except (ValueError, TypeError, KeyError):
+        return ""
 
 
 def _value(dep: Dep, data: Any) -> Any:
@@ -131,25 +159,13 @@ def _value(dep: Dep, data: Any) -> Any:
     if dep.kind == "kv":
         values = {entry["Key"]: _b64(entry.get("Value")) for entry in data or []}
         return Snapshot(sorted(values), values)
-    if dep.kind == "services":
-        return {name: sorted(tags or []) for name, tags in sorted((data or {}).items())}
-    return sorted((_instance(e) for e in data or []), key=lambda i: (i["node"], i["id"]))
+    if dep.kind in CONNECT_KINDS:
+        return ca.value(dep, data)
+    return catalog.value(dep, data)
 
 
 def _b64(value: str | None) -> bytes | None:
     return base64.b64decode(value, validate=True) if value is not None else None
-
-
-def _instance(entry: dict[str, Any]) -> dict[str, Any]:
-    node, svc = entry.get("Node") or {}, entry.get("Service") or {}
-    return {
-        "address": svc.get("Address") or node.get("Address") or "",
-        "port": svc.get("Port") or 0,
-        "node": node.get("Node") or "",
-        "tags": list(svc.get("Tags") or []),
-        "meta": dict(svc.get("Meta") or {}),
-        "id": svc.get("ID") or "",
-    }
 
 
 def _brief(text: str) -> str:

@@ -30,6 +30,10 @@ class ConsulOptions:
     address: str | None = None  # default: CONSUL_HTTP_ADDR, else 127.0.0.1:8500
     token_file: RelPath | None = None  # default: CONSUL_HTTP_TOKEN_FILE, else CONSUL_HTTP_TOKEN
     datacenter: str | None = None
+    # Consul Enterprise: the namespace and admin partition of every read (KV and catalog) that does
+    # not name its own (consul-template's `?ns=` / `?partition=`, CT#1303). Consul CE refuses them.
+    namespace: str | None = None
+    partition: str | None = None
     consistency: Literal["default", "stale", "consistent"] = "default"
     tls: ConsulTLS = field(default_factory=ConsulTLS)
     wait: Duration = 60.0  # how long Consul holds each blocking query
@@ -41,6 +45,8 @@ class ConsulOptions:
     def __post_init__(self) -> None:
         if not 0 < self.wait <= 600:
             raise ValueError(f"wait must be more than 0 and at most 10m (Consul's limit), got {self.wait:g}s")
+        if self.max_stale < 0:
+            raise ValueError(f"max_stale must be 0 or more, got {self.max_stale:g}s")
         if self.address is not None:
             parse_address(self.address)
 

@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from confsync.errors import ConfigError
-from confsync.sources import ABSENT, Dep, Functions, Missing, Sink
+from confsync.sources import Dep, Missing, Sink
 from confsync.sources.consul.client import MAX_THREADS, Answer, Refused, Unavailable, abort, connect, read
-from confsync.sources.consul.kv import KV_KINDS, Snapshot, derive, need, poll_prefix
+from confsync.sources.consul.functions import ConsulFunctions, bad_dep
+from confsync.sources.consul.hidden import ACL_HIDDEN, View, empty, hidden
+from confsync.sources.consul.kv import KV_KINDS, derive, need, poll_prefix
 from confsync.sources.consul.options import DEFAULT_ADDRESS, ConsulOptions, env_path, parse_address
 from confsync.sources.consul.pacing import MIN_INTERVAL, Pace, ServerWait
 
@@ -26,27 +28,16 @@ BACKOFF_MULTIPLIER, BACKOFF_MIN, BACKOFF_MAX = 0.5, 0.1, 30.0
 # A KV reply with more entries than this is logged: every change under the prefix costs a read
 # of all of them, and a narrower layout (the watched keys under one folder) would be cheaper.
 LARGE_PREFIX = 10_000
+# /v1/catalog/datacenters is not a blocking query: read it this often (consul-template: 15 s,
+# dependency/catalog_datacenters.go), or every `wait` if shorter.
+DATACENTERS_EVERY = 15.0
 # close(): how long to keep aborting in-flight requests before giving up on the threads.
 CLOSE_GRACE = 2.0
 
 
-class ConsulFunctions(Functions):
-    """`consul.key/tree/ls` read the KV store; `service` and `services` the catalog."""
-
-    def service(self, name: str, tag: str | None = None, passing: bool = True) -> Any:
-        """The instances of a service: dicts with address, port, node, tags, meta and id."""
-        if tag is not None and not isinstance(tag, str):
-            raise TypeError(f"{self._source}.service() expects tag to be a string, got {type(tag).__name__}")
-        return self._lookup(self._dep("service", name, tag=tag, passing=bool(passing)), ABSENT)
-
-    def services(self) -> Any:
-        """Every service of the datacenter → its tags."""
-        return self._lookup(self._dep("services", ""), ABSENT)
-
-
 @dataclass(eq=False)
 class _Watch:
-    """The state of one blocking-query loop: a service dependency, or one KV folder's poll."""
+    """The state of one blocking-query loop: a catalog or Connect dependency, or one KV folder's poll."""
 
     dep: Dep
     group: str | None = None  # a KV poll: the top-level folder it serves
@@ -79,6 +70,7 @@ class _Reply:
 class ConsulSource:
     Options = ConsulOptions
     functions = ConsulFunctions
+    secret_kinds = ("ca_leaf",)  # a leaf certificate comes with its private key
 
     def __init__(self, name: str, options: ConsulOptions, sink: Sink) -> None:
         self.name = name
@@ -93,7 +85,7 @@ class ConsulSource:
         self.addr = f"{self.scheme}://{self.host}:{self.port}"
         self._token_file = options.token_file or env_path("CONSUL_HTTP_TOKEN_FILE")
         self._token_cache: tuple[Any, str | None] = (None, None)
-        self._watches: dict[Dep, _Watch] = {}  # one poll per service dependency
+        self._watches: dict[Dep, _Watch] = {}  # one poll per catalog or Connect dependency
         self._kv: dict[str, _Watch] = {}  # top-level folder → its KV poll (its dep the prefix read)
         self._kv_deps: dict[Dep, Any] = {}  # KV dependency → the value last pushed (or _UNSET)
         self._server_wait = ServerWait()
@@ -118,7 +110,7 @@ class ConsulSource:
     def watch(self, dep: Dep) -> None:
         if dep in self._watches or dep in self._kv_deps:
             return
-        problem = _bad_dep(dep)
+        problem = bad_dep(dep)
         if problem:
             self.sink.update(dep, Missing(problem))
             return
@@ -127,7 +119,7 @@ class ConsulSource:
             return
         w = self._watches[dep] = _Watch(dep)
         if len(self._watches) == MAX_THREADS:
-            log.warning("consul source %s: more than %d services watched; the polls beyond that wait for a "
+            log.warning("consul source %s: more than %d catalog dependencies watched; the polls beyond that wait for a "
                         "free thread", self.name, MAX_THREADS - 1)
         w.task = asyncio.create_task(self._follow(w), name=f"consul:{dep}")
 
@@ -195,7 +187,7 @@ class ConsulSource:
     def _spread(self, w: _Watch, view: Any) -> bool:
         """A KV poll's answer → each of its dependencies' value, pushed where it changed."""
         w.view = view
-        if isinstance(view, _View) and len(view.value.keys) > LARGE_PREFIX:
+        if isinstance(view, View) and len(view.value.keys) > LARGE_PREFIX:
             self._warn_once(f"large:{w.dep.path}", "consul source %s: the KV prefix %r holds %d keys, all read again "
                             "on every change under it; keeping the watched keys under one folder would make it "
                             "cheaper", self.name, w.dep.path, len(view.value.keys))
@@ -207,7 +199,7 @@ class ConsulSource:
     def _deliver(self, dep: Dep, w: _Watch) -> bool:
         view = w.view
         value = view if isinstance(view, Missing) else derive(dep, view.value)
-        if view is not None and not isinstance(view, Missing) and view.hidden and _empty(value):
+        if view is not None and not isinstance(view, Missing) and view.hidden and empty(value):
             value = Missing(view.hidden)  # never an empty config because ACLs hid the data
         last = self._kv_deps[dep]
         if last is not _UNSET and last == value:
@@ -227,7 +219,10 @@ class ConsulSource:
 
     async def _follow(self, w: _Watch) -> None:
         while True:
-            await asyncio.sleep(max(0.0, w.last_start + w.pace.delay(self.wait) - time.monotonic()))
+            delay = w.pace.delay(self.wait)
+            if w.dep.kind == "datacenters" and w.known and w not in self._failing:
+                delay = max(delay, min(self.wait, DATACENTERS_EVERY))
+            await asyncio.sleep(max(0.0, w.last_start + delay - time.monotonic()))
             try:
                 reply = await self._fetch(w)
             except Refused as exc:
@@ -277,7 +272,7 @@ class ConsulSource:
         loop = asyncio.get_running_loop()
         answer = await loop.run_in_executor(
             self._executor, self._in_thread, w, sent if block else 0, wait, token, stale)
-        return _Reply(sent, answer, time.monotonic() - w.last_start, wait, block, _hidden(w.dep, answer, token),
+        return _Reply(sent, answer, time.monotonic() - w.last_start, wait, block, hidden(w.dep, answer, token),
                       retoken)
 
     def _reply(self, w: _Watch, reply: _Reply) -> None:
@@ -289,6 +284,9 @@ class ConsulSource:
             log.debug("consul %s: stale answer (last contact %.1fs, known leader %s); asking the leader",
                       w.dep, answer.last_contact, answer.known_leader)
             w.stale, w.last_start = False, -1e9
+            return
+        if answer.index is None and w.dep.kind == "datacenters":
+            self._changed(w, self._push(w, reply))  # not a blocking query: read again in DATACENTERS_EVERY
             return
         if answer.index is None:
             # No X-Consul-Index (a proxy may strip it): the value still counts; poll without blocking.
@@ -313,7 +311,7 @@ class ConsulSource:
                 w.pace.spins = 0
                 self._note_cap()
             if w.group is not None and _UNSET in self._kv_deps.values():
-                self._spread(w, _View(answer.value, reply.hidden))  # KV dependencies watched while down
+                self._spread(w, View(answer.value, reply.hidden))  # KV dependencies watched while down
             return
         log.debug("consul %s: index %d → %d", w.dep, reply.sent, index)
         w.index, w.pace.spins = index, 0
@@ -340,12 +338,12 @@ class ConsulSource:
             return False
         first, w.known = not w.known, True
         if w.group is not None:
-            view = reply if isinstance(reply, Missing) else _View(reply.answer.value, reply.hidden)
+            view = reply if isinstance(reply, Missing) else View(reply.answer.value, reply.hidden)
             return self._spread(w, view) or first
         value: Any = reply
         if isinstance(reply, _Reply):
             value = reply.answer.value
-            if reply.hidden and _empty(value):
+            if reply.hidden and empty(value):
                 value = Missing(reply.hidden)
         last, w.view = w.view, value
         if not first and last == value:
@@ -440,53 +438,3 @@ class ConsulSource:
         if self._busy:
             log.warning("consul source %s: %d request(s) still in flight at close", self.name, len(self._busy))
         self._executor.shutdown(wait=False, cancel_futures=True)
-
-
-def _bad_dep(dep: Dep) -> str | None:
-    if dep.kind not in ("key", "tree", "ls", "service", "services"):
-        return f"the consul source has no {dep.kind}()"
-    if dep.kind in ("key", "service") and not dep.path:
-        return f"{dep.kind}() needs a name"
-    if any(ord(c) < 32 or c == "\x7f" for c in dep.path):
-        return "the name contains a control character"
-    if dep.kind == "service" and "/" in dep.path:
-        return "a service name cannot contain '/'"
-    return None
-
-
-# -- answers that may hide entries ------------------------------------------------------------
-
-ACL_HIDDEN = "hidden by ACLs"
-
-
-@dataclass(frozen=True)
-class _View:
-    """A KV poll's answer as its dependencies see it."""
-
-    value: Snapshot
-    hidden: str | None
-
-
-def _hidden(dep: Dep, answer: Answer, token: str | None) -> str | None:
-    """Why an empty part of `answer` may be entries hidden by ACLs rather than absent: Consul drops
-    what the token may not read from a list, silently (agent/consul/acl.go), and says so only to a
-    real token (`X-Consul-Results-Filtered-By-ACLs`, Consul >= 1.11); to the anonymous token it says
-    nothing, so with no token and a default-deny policy an empty answer proves nothing either."""
-    if dep.kind == "kv":
-        grant = "key:read on the keys"
-    elif dep.kind == "service":
-        grant = f"service:read on {dep.path!r} and node:read on its nodes"
-    else:
-        grant = "service:read on the services"
-    if answer.filtered:
-        return f"{ACL_HIDDEN}: Consul left out of its answer entries the token may not read (grant {grant})"
-    if token is None and answer.deny_by_default:
-        return (f"{ACL_HIDDEN}?: no ACL token is configured and Consul's default ACL policy is deny, so Consul "
-                f"hides from the anonymous token what it may not read (set token_file or CONSUL_HTTP_TOKEN, "
-                f"or grant the anonymous token {grant})")
-    return None
-
-
-def _empty(value: Any) -> bool:
-    """Nothing a template could use: an absent key, an empty folder, no instances, no services."""
-    return value is ABSENT or value in ({}, [])
