@@ -45,7 +45,7 @@ class CatalogEndpoints:
 
         def build(index: int) -> Response:
             entries = []
-            instances = state.service_instances(name, tags)
+            instances = [] if one(query, "peer") else state.service_instances(name, tags)
             # acl.go `filterCheckServiceNodes`: an instance is kept only with node:read on its node AND
             # service:read on the service; the rest are dropped, silently ([] rather than 403).
             visible = [(n, s) for n, s in instances if access.can("node", n["Node"]) and access.can("service", name)]
@@ -55,7 +55,7 @@ class CatalogEndpoints:
                 if passing and any(c["Status"] != "passing" for c in checks):
                     continue
                 entries.append({"Node": self._node_view(node), "Service": self._service_view(svc), "Checks": checks})
-            response = self._json(entries, query, index=index)
+            response = self._json(self._near(query, entries, lambda e: e["Node"]["Node"]), query, index=index)
             response.headers.update(access.filtered_header(len(visible) < len(instances)))
             return response
 
@@ -104,7 +104,7 @@ class CatalogEndpoints:
 
         def build(index: int) -> Response:
             tags: dict[str, set[str]] = {}
-            for svc in state.services.values():
+            for svc in [] if one(query, "peer") else state.services.values():
                 tags.setdefault(svc["Service"], set()).update(svc["Tags"])
             # acl.go `filterServices`: the services the token may not read are left out.
             payload = {name: sorted(tags[name]) for name in sorted(tags) if access.can("service", name)}

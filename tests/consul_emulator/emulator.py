@@ -15,7 +15,9 @@ from urllib.parse import unquote
 
 from .acl import MANAGEMENT, Access, Policy
 from .catalog import CatalogEndpoints
+from .connect import ConnectEndpoints
 from .kv import KVEndpoints
+from .nodes import NodeEndpoints
 from .server import Server
 from .state import State
 from .util import (
@@ -39,7 +41,18 @@ _LEADERLESS = frozenset({"_status_leader", "_status_peers", "_catalog_datacenter
                          "_agent_service_register", "_agent_service_deregister", "_agent_check"})
 
 
-class ConsulEmulator(KVEndpoints, CatalogEndpoints):
+def _enterprise_only(query, headers) -> None:
+    """Consul CE refuses a namespace or an admin partition, even "default" (agent/http_ce.go,
+    `parseEntMeta`, `parseEntMetaPartition`): the emulator is Consul CE."""
+    for param, header, what in (("ns", "X-Consul-Namespace", "Namespaces"),
+                                ("partition", "X-Consul-Partition", "Partitions")):
+        if headers.get(header):
+            raise ApiError(400, f'Invalid header: "{header}" - {what} are a Consul Enterprise feature')
+        if one(query, param):
+            raise ApiError(400, f'Invalid query parameter: "{param}" - {what} are a Consul Enterprise feature')
+
+
+class ConsulEmulator(KVEndpoints, CatalogEndpoints, NodeEndpoints, ConnectEndpoints):
     """An in-process Consul HTTP API for tests.
 
     Tunables (plain attributes, may be changed while running):
@@ -59,6 +72,9 @@ class ConsulEmulator(KVEndpoints, CatalogEndpoints):
                          ``token`` itself is a management token
     ``anonymous``        the anonymous token's ``acl.Policy`` (nothing, by default: default deny)
     ``enable_key_list_policy``  recursive KV reads need key:list on the prefix
+    ``coordinates``      node → a position on a line (a stand-in for network coordinates): ``?near``
+                         sorts by the distance to it; a node without one sorts last
+    ``leaf_ttl``         lifetime of Connect leaf certificates (renewed at 60–90 % of it)
     """
 
     def __init__(
@@ -85,6 +101,9 @@ class ConsulEmulator(KVEndpoints, CatalogEndpoints):
         self.tokens: dict[str, Policy] = {}
         self.anonymous = Policy()
         self.enable_key_list_policy = False
+        self.coordinates: dict[str, float] = {}  # node → a position on a line: ?near sorts by distance
+        self.leaf_ttl = 72 * 3600.0  # Consul's connect leaf_cert_ttl default
+        self._connect: Any = None  # the Connect CA, made at the first Connect request
         self._request = threading.local()  # the current request's Access (one thread per connection)
         self.verbose = verbose
         self.request_count: Counter[str] = Counter()
@@ -225,10 +244,15 @@ class ConsulEmulator(KVEndpoints, CatalogEndpoints):
 
     _ROUTES: list[_Route] = [
         ("GET PUT DELETE", re.compile(r"/v1/kv/(?P<key>.*)"), "_kv", True),
-        ("GET", re.compile(r"/v1/health/service/(?P<name>[^/]+)"), "_health_service", True),
+        # Consul takes the whole rest of the path as the name (agent/health_endpoint.go): "a/b" is a name.
+        ("GET", re.compile(r"/v1/health/service/(?P<name>.+)"), "_health_service", True),
         ("GET", re.compile(r"/v1/catalog/services"), "_catalog_services", True),
         ("GET", re.compile(r"/v1/catalog/service/(?P<name>[^/]+)"), "_catalog_service", True),
         ("GET", re.compile(r"/v1/catalog/datacenters"), "_catalog_datacenters", False),
+        ("GET", re.compile(r"/v1/catalog/nodes"), "_catalog_nodes", True),
+        ("GET", re.compile(r"/v1/catalog/node/(?P<node>.+)"), "_catalog_node", True),
+        ("GET", re.compile(r"/v1/agent/connect/ca/roots"), "_connect_roots", True),
+        ("GET", re.compile(r"/v1/agent/connect/ca/leaf/(?P<service>.+)"), "_connect_leaf", True),
         ("PUT", re.compile(r"/v1/catalog/register"), "_catalog_register", True),
         ("PUT", re.compile(r"/v1/catalog/deregister"), "_catalog_deregister", True),
         ("PUT", re.compile(r"/v1/agent/service/register"), "_agent_service_register", True),
@@ -249,6 +273,7 @@ class ConsulEmulator(KVEndpoints, CatalogEndpoints):
                 method = "GET"
             if method not in allowed:
                 raise ApiError(405, f"method {method} not allowed", {"Allow": ", ".join(allowed)})
+            _enterprise_only(query, headers)
             dc = one(query, "dc")
             if dc and dc != DATACENTER:
                 raise ApiError(500, "No path to datacenter")
@@ -301,13 +326,16 @@ class ConsulEmulator(KVEndpoints, CatalogEndpoints):
         query,
         current_index: Callable[[], int],
         build: Callable[[int], Response],
+        wake: Callable[[], float] | None = None,
     ) -> Response:
         """Run a read as a blocking query (https://developer.hashicorp.com/consul/api-docs/features/blocking).
 
         ``current_index()`` is the X-Consul-Index the resource would be served
         with right now; the query returns as soon as it exceeds ``?index``, or
         after ``?wait`` (+ up to wait/16 jitter).  ``build(index)`` renders the
-        reply.  Both are called with the state lock held.
+        reply.  Both are called with the state lock held.  ``wake()``, if given, is a
+        monotonic time at which the index may move without a write (a leaf
+        certificate's renewal): the query looks again then.
         """
         raw_index = one(query, "index")
         min_index = 0
@@ -347,7 +375,7 @@ class ConsulEmulator(KVEndpoints, CatalogEndpoints):
                         remaining = deadline - time.monotonic()
                         if remaining <= 0:
                             break
-                        state.cond.wait(remaining)
+                        state.cond.wait(min(remaining, max(0.01, wake() - time.monotonic())) if wake else remaining)
                 finally:
                     state.blocked -= 1
             if server.stopping.is_set():
