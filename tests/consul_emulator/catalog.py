@@ -49,8 +49,9 @@ class CatalogEndpoints:
             # acl.go `filterCheckServiceNodes`: an instance is kept only with node:read on its node AND
             # service:read on the service; the rest are dropped, silently ([] rather than 403).
             visible = [(n, s) for n, s in instances if access.can("node", n["Node"]) and access.can("service", name)]
+            by_node = state.checks_by_node()
             for node, svc in visible:
-                checks = state.checks_for(node["Node"], svc["ID"])
+                checks = [dict(c) for c in by_node.get(node["Node"], []) if c["ServiceID"] in ("", svc["ID"])]
                 # "?passing ... return only nodes with all checks in the passing state"
                 if passing and any(c["Status"] != "passing" for c in checks):
                     continue
