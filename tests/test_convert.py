@@ -35,7 +35,8 @@ def _convert(tmp_path: Path, templates: dict[str, str], extra: str = "") -> tupl
     ('{{ eq 1 "1" }}', "1:4", "eq of a int and a str"),
     ('{{ range $i := service "a" }}{{ break }}{{ end }}', "1:30", "loop controls"),
     ('{{ if }}', "1:1", "syntax error"),
-    ('{{ service "web@dc2" }}', "1:4", "only the tag.name form"),
+    ('{{ service "web|healthy" }}', "1:4", "unknown health state 'healthy'"),
+    ('{{ service "web?ns=a" }}', "1:4", "not understood"),
     ('{{ key "app/" }}', "1:4", "strips the leading and trailing /"),
     ('{{ key 5 }}', "1:4", "key's path: expects str"),
 ])
@@ -56,6 +57,7 @@ def test_config_blocks_map_to_confsync(tmp_path: Path) -> None:
     (tmp_path / "ct.hcl").write_text(f'''
 consul {{
   address = "127.0.0.1:8500"
+  namespace = "team-a"
   token = "do-not-copy"
 }}
 vault {{
@@ -88,7 +90,8 @@ template {{
     text = (tmp_path / "conv" / "confsync.yaml").read_text()
     assert "do-not-copy" not in text
     config = yaml.safe_load(text)
-    assert config["sources"]["consul"] == {"type": "consul", "address": "127.0.0.1:8500", "consistency": "stale"}
+    assert config["sources"]["consul"] == {"type": "consul", "address": "127.0.0.1:8500", "consistency": "stale",
+                                           "max_stale": "10m", "namespace": "team-a"}
     assert config["sources"]["vault"] == {"type": "vault", "address": "http://127.0.0.1:8200"}
     assert config["wait"] == {"min": "2s", "max": "10s"}
     first, second = config["templates"]

@@ -128,7 +128,7 @@ def convert(path: Path, raw: dict[str, Any]) -> Converted:
         elif key == "wait":
             out.top["wait"] = _wait(value, "wait")
         elif key == "max_stale":
-            out.notes.append("max_stale: mapped to consistency: stale on the consul source")
+            out.notes.append("max_stale: mapped to consistency: stale and max_stale on the consul source")
         elif key == "log_level":
             out.top["log_level"] = _LOG_LEVELS.get(str(value).lower(), "info")
         elif key == "exec":
@@ -139,7 +139,9 @@ def convert(path: Path, raw: dict[str, Any]) -> Converted:
         else:
             out.refused.append(f"{key}: not translated")
     if "max_stale" in raw and "consul" in out.sources:
-        out.sources["consul"]["consistency"] = "stale"
+        # consul-template reads from any server, and asks the leader again when the answer lags more
+        # than max_stale (watch/view.go): confsync's stale consistency with the same bound
+        out.sources["consul"].update(consistency="stale", max_stale=str(raw["max_stale"]))
     return out
 
 
@@ -156,6 +158,8 @@ def _consul(block: dict[str, Any], out: Converted) -> dict[str, Any]:
             if ssl.get("enabled") and "address" in source and "://" not in source["address"]:
                 source["address"] = "https://" + source["address"]
             source.update(_tls(ssl))
+        elif key in ("namespace", "partition"):
+            source[key] = str(value)
         elif key in ("retry", "transport"):
             out.notes.append(f"consul.{key}: not mapped: confsync retries with its own back-off")
         else:

@@ -488,9 +488,10 @@ def field_of(value: Value, name: str, pos: Pos) -> Value:
     k, code = value.kind, value.code
     if k == "service":
         fields = {"Address": ("address", "str"), "Port": ("port", "int"), "Node": ("node", "str"),
-                  "ID": ("id", "str"), "Tags": ("tags", "strlist"), "ServiceMeta": ("meta", "strmap")}
+                  "ID": ("id", "str"), "Tags": ("tags", "strlist"), "ServiceMeta": ("meta", "strmap"),
+                  "Name": ("name", "str"), "Status": ("status", "str")}
         if name not in fields:
-            raise Refusal(pos, f".{name} of a service: confsync's instances have Address, Port, Node, ID, Tags "
+            raise Refusal(pos, f".{name} of a service: translated are Address, Port, Node, ID, Name, Tags, Status "
                                "and ServiceMeta")
         attr, kind = fields[name]
         if name == "Tags":  # consul-template sorts them (dependency.go deepCopyAndSortTags)

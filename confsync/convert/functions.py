@@ -117,7 +117,12 @@ def ls(args: list[Value], pos: Pos) -> Value:
     return Value(f"{CONSUL}.tree({_kv_path(args, pos, 'ls')})", "kvlist", extra=("ls",))
 
 
-_SERVICE = re.compile(r"^(?:(?P<tag>[^.|@~]+)\.)?(?P<name>[^.|@~]+)(?P<rest>.*)$")
+# consul-template's tagRe, serviceNameRe, dcRe, nearRe and filterRe (dependency/dependency.go), in
+# that order; [[:word:]] is ASCII in Go
+_SERVICE = re.compile(r"^(?:(?P<tag>[A-Za-z0-9_=:.\-]+)\.)?(?P<name>[A-Za-z0-9_\-]+)(?P<rest>.*)$")
+_SERVICE_REST = re.compile(r"^(?:@(?P<dc>[A-Za-z0-9_.\-]+))?(?:~(?P<near>[A-Za-z0-9_.\-]+))?"
+                           r"(?:\|(?P<filter>[A-Za-z0-9_,]+))?$")
+_STATES = ("any", "passing", "warning", "critical", "maintenance")
 
 
 def service(args: list[Value], pos: Pos) -> Value:
@@ -125,18 +130,23 @@ def service(args: list[Value], pos: Pos) -> Value:
         raise Refusal(pos, "service needs a name")
     spec = "|".join(_literal_str(a, pos, "service's query") for a in args)
     m = _SERVICE.match(spec)
-    if not m:
+    rest = _SERVICE_REST.match(m.group("rest")) if m else None
+    if not m or not rest:
         raise Refusal(pos, f"service query {spec!r} not understood")
-    rest, params = m.group("rest"), [jinja_string(m.group("name"))]
+    params = [jinja_string(m.group("name"))]
     if m.group("tag"):
         params.append(f"tag={jinja_string(m.group('tag'))}")
-    if rest in ("", "|passing"):
-        pass
-    elif rest == "|any":
-        params.append("passing=false")
-    else:
-        raise Refusal(pos, f"service query {spec!r}: only the tag.name form and the passing or any filter "
-                           "are translated (no @dc, ~near or warning/critical sets yet)")
+    # health_service.go: a set of states, "any" accepting every instance; none (or just passing) is passing
+    states = sorted({f for f in (rest.group("filter") or "").split(",") if f})
+    if set(states) - set(_STATES):
+        raise Refusal(pos, f"service query {spec!r}: unknown health state {sorted(set(states) - set(_STATES))[0]!r}")
+    if "any" in states:
+        params.append('state="any"')
+    elif states and states != ["passing"]:
+        params.append(f"state=[{', '.join(jinja_string(s) for s in states)}]")
+    for key in ("near", "dc"):
+        if rest.group(key):
+            params.append(f"{key}={jinja_string(rest.group(key))}")
     return Value(f"{CONSUL}.service({', '.join(params)})", "services")
 
 

@@ -141,10 +141,26 @@ func service(args ...string) ([]*HealthService, error) {
 	if i := strings.Index(name, "."); i >= 0 {
 		tag, name = name[:i], name[i+1:]
 	}
+	if i := strings.Index(name, "@"); i >= 0 { // the fixture's only datacenter is dc1
+		if name[i+1:] != "dc1" {
+			return nil, fmt.Errorf("no path to datacenter %q", name[i+1:])
+		}
+		name = name[:i]
+	}
+	// health_service.go: a comma-separated set of states, "any" accepting all; none means passing
+	accept := map[string]bool{}
+	for _, f := range strings.Split(filter, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			accept[f] = true
+		}
+	}
+	if len(accept) == 0 {
+		accept["passing"] = true
+	}
 	result := []*HealthService{}
 	for _, e := range snap.Health[name] {
 		st := status(e)
-		if filter != "any" && st != "passing" {
+		if !accept["any"] && !accept[st] {
 			continue
 		}
 		if tag != "" && !contains(tag, e.Service.Tags) {
