@@ -147,6 +147,22 @@ async def test_the_source_namespace_and_partition_ride_on_kv_and_catalog_reads(e
     assert sink.status == []
 
 
+async def test_kv_calls_with_their_own_dc_namespace_or_partition_are_polls_apart(emu):
+    """consul-template's `key "k@dc"`, `?ns=`, `?partition=`: a scope of its own, one poll per scope
+    and folder; a root tree() in one scope does not swallow the other scope's polls."""
+    with httpx.Client(base_url=emu.addr) as http:
+        http.put("/v1/kv/app/a", content=b"1")
+        http.put("/v1/kv/app/b", content=b"2")
+    deps = calls("consul.key('app/a')", "consul.key('app/a', dc='dc1')", "consul.tree('', dc='dc1')",
+                 "consul.key('app/a', dc='mars')", "consul.ls('app', ns='team-a')", "consul.key('app/b', dc='dc1')")
+    got, _ = await values(emu, deps)
+    assert [got[d] for d in (deps[0], deps[1], deps[5])] == ["1", "1", "2"]
+    assert got[deps[2]] == {"app/a": "1", "app/b": "2"}
+    assert got[deps[3]] == Missing("Consul knows no datacenter 'mars' (No path to datacenter)")
+    assert '"ns" - Namespaces are a Consul Enterprise feature' in got[deps[4]].reason
+    assert emu.request_count["/v1/kv/app/"] >= 1 and emu.request_count["/v1/kv/"] >= 1  # default scope, dc1 root
+
+
 HUGE = 2000
 
 

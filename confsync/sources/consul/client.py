@@ -129,7 +129,8 @@ def _request(client: Any, options: ConsulOptions, dep: Dep, stale: bool, token: 
     elif options.consistency == "stale" and stale:
         params.append(("stale", ""))
     if dep.kind == "kv":
-        return f"/v1/kv/{dep.path}", params + [("recurse", "")]
+        return f"/v1/kv/{dep.path}", params + [(k, scoped[k]) for k in ("dc", "ns", "partition") if k in scoped] + [
+            ("recurse", "")]
     if dep.kind in CONNECT_KINDS:
         path, more = ca.request(dep)
         return path, params + more

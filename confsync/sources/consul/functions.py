@@ -20,6 +20,20 @@ CONNECT_KINDS = ("ca_roots", "ca_leaf")
 class ConsulFunctions(Functions):
     """`consul.key/tree/ls` read the KV store; the others the catalog and Connect's CA."""
 
+    def key(self, path: str, default: Any = ABSENT, dc: str | None = None, ns: str | None = None,
+            partition: str | None = None) -> Any:
+        """A KV value; `dc`, `ns`, `partition` read another datacenter's (namespace's, partition's)
+        store, as consul-template's `key "path@dc"` and `?ns=` / `?partition=`."""
+        return self._lookup(self._dep("key", path, **self._scope("key", dc=dc, ns=ns, partition=partition)), default)
+
+    def tree(self, prefix: str = "", dc: str | None = None, ns: str | None = None,
+             partition: str | None = None) -> Any:
+        return self._lookup(self._dep("tree", prefix, **self._scope("tree", dc=dc, ns=ns, partition=partition)),
+                            ABSENT)
+
+    def ls(self, prefix: str = "", dc: str | None = None, ns: str | None = None, partition: str | None = None) -> Any:
+        return self._lookup(self._dep("ls", prefix, **self._scope("ls", dc=dc, ns=ns, partition=partition)), ABSENT)
+
     def service(self, name: str, tag: str | list[str] | None = None, state: str | list[str] | None = None,
                 passing: bool | None = None, near: str | None = None, dc: str | None = None, ns: str | None = None,
                 partition: str | None = None, peer: str | None = None) -> Any:

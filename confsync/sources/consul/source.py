@@ -35,12 +35,15 @@ DATACENTERS_EVERY = 15.0
 CLOSE_GRACE = 2.0
 
 
+_Group = tuple[tuple[tuple[str, Any], ...], str]  # a KV poll's key: a call's dc/ns/partition, and a folder
+
+
 @dataclass(eq=False)
 class _Watch:
     """The state of one blocking-query loop: a catalog or Connect dependency, or one KV folder's poll."""
 
     dep: Dep
-    group: str | None = None  # a KV poll: the top-level folder it serves
+    group: _Group | None = None  # a KV poll: the scope and top-level folder it serves
     task: asyncio.Task[None] | None = None
     index: int = 0  # the X-Consul-Index to send; 0 = a plain read
     known: bool = False  # a value was pushed
@@ -86,7 +89,7 @@ class ConsulSource:
         self._token_file = options.token_file or env_path("CONSUL_HTTP_TOKEN_FILE")
         self._token_cache: tuple[Any, str | None] = (None, None)
         self._watches: dict[Dep, _Watch] = {}  # one poll per catalog or Connect dependency
-        self._kv: dict[str, _Watch] = {}  # top-level folder → its KV poll (its dep the prefix read)
+        self._kv: dict[_Group, _Watch] = {}  # (scope, top-level folder) → its KV poll (its dep the prefix read)
         self._kv_deps: dict[Dep, Any] = {}  # KV dependency → the value last pushed (or _UNSET)
         self._server_wait = ServerWait()
         self._warned: set[str] = set()
@@ -149,32 +152,33 @@ class ConsulSource:
 
     # -- the KV polls: one per top-level folder ---------------------------------------------------
 
-    def _group(self, dep: Dep) -> str:
+    def _group(self, dep: Dep) -> _Group:
         """The KV poll serving `dep`: its top-level folder (a key at the root is its own), so that
         keys with no common folder do not make one poll read, and wake for, the whole store. A
-        watch of the root itself ("" — tree() or ls()) reads everything: it serves all."""
-        path = need(dep)
-        return "" if "" in self._kv or not path else path.split("/", 1)[0]
+        watch of the root itself ("" — tree() or ls()) reads everything: it serves all. Calls with
+        their own dc / ns / partition (the dependency's parameters) are a store apart: polls apart."""
+        scope, path = dep.params, need(dep)
+        return (scope, "") if (scope, "") in self._kv or not path else (scope, path.split("/", 1)[0])
 
     def _watch_kv(self, dep: Dep) -> None:
         self._kv_deps[dep] = _UNSET
         group = self._group(dep)
-        if group == "" and set(self._kv) - {""}:
-            for folder in list(self._kv):  # the root is watched: one poll of everything
-                self._stop(self._kv.pop(folder))
+        if group[1] == "":
+            for other in [g for g in self._kv if g[0] == group[0] and g != group]:
+                self._stop(self._kv.pop(other))  # the root is watched: one poll of everything
         w = self._kv.get(group)
         if w is not None and need(dep).startswith(w.dep.path):
             # Covered: known at once from the last answer, else with the poll's next answer.
             if w.known and w not in self._failing and w.view is not None:
                 self._deliver(dep, w)
             return
-        self._restart_kv(group, poll_prefix(need(d) for d in self._kv_deps if not group or self._group(d) == group))
+        self._restart_kv(group, poll_prefix(need(d) for d in self._kv_deps if self._group(d) == group))
 
-    def _restart_kv(self, group: str, prefix: str) -> None:
+    def _restart_kv(self, group: _Group, prefix: str) -> None:
         """Poll `prefix` for `group` from now on. Watches arriving in one loop tick cost one request:
         the task has not run yet when the next one widens it again. The first request is a plain
         read of the current data, so no change made meanwhile is missed."""
-        old, w = self._kv.get(group), _Watch(Dep(self.name, "kv", prefix), group)
+        old, w = self._kv.get(group), _Watch(Dep(self.name, "kv", prefix, group[0]), group)
         self._kv[group] = w
         if old is not None:
             reason = self._failing.get(old)
