@@ -215,6 +215,11 @@ class LeaseKeeping:
             woke = await sleep(end - term * (1 - RENEW_AT) - loop.time(), token_replaced, reconnected)
             if woke is token_replaced:
                 return
+            if dies_with_token and not self._client.token:
+                # The token could not be renewed and a login is under way: the lease dies with the
+                # old token, and a renewal now would be refused for want of one.
+                await token_replaced.wait()
+                return
             try:
                 renewed = await self._call(self._client.sys.renew_lease, lease_id=secret.lease_id,
                                            increment=int(increment))
