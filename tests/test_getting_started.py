@@ -86,6 +86,22 @@ class Terminal:
                     pass
         return alive
 
+    def exit_status(self) -> int:
+        """run.sh's status once it ended; else what it printed and what of it still runs."""
+        try:
+            return self.proc.wait(timeout=DEADLINE)
+        except subprocess.TimeoutExpired:
+            running = []
+            for pid in self.left_running():
+                try:
+                    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+                    argv = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+                except OSError:
+                    continue
+                running.append(f"{pid} {stat} {argv}")
+            left, output = "\n".join(running), "".join(self.output)
+            raise AssertionError(f"still running after {DEADLINE}s:\n{left}\noutput:\n{output}") from None
+
     def close(self) -> None:
         if self.left_running():
             os.killpg(self.proc.pid, signal.SIGKILL)
@@ -109,7 +125,7 @@ def test_getting_started_as_written(checkout):
                                ("reload app: sent SIGHUP to pid", "host = db2.internal")), what="the app reloaded")
         # 4. Stop the quickstart with Ctrl-C: the terminal signals its whole foreground group.
         os.killpg(term.proc.pid, signal.SIGINT)
-        assert term.proc.wait(timeout=DEADLINE) == 0
+        assert term.exit_status() == 0
         wait_until(lambda: not term.left_running(), what="every quickstart process gone")
     finally:
         term.close()
@@ -129,7 +145,7 @@ def test_getting_started_as_written(checkout):
         metrics = subprocess.run(["bash", "-c", curls[1]], capture_output=True, text=True, timeout=60)
         assert "confsync_renders_total" in metrics.stdout
         os.killpg(daemon.proc.pid, signal.SIGINT)
-        assert daemon.proc.wait(timeout=DEADLINE) == 0
+        assert daemon.exit_status() == 0
     finally:
         daemon.close()
 
@@ -150,7 +166,7 @@ def test_the_quickstart_stops_whole_when_run_sh_is_signalled(checkout, signum):
         term.expect(r"wrote .*out/app\.conf")
         term.expect(r"demo app \(pid \d+\)")
         os.kill(term.proc.pid, signum)  # run.sh alone, as `kill` or systemd would
-        assert term.proc.wait(timeout=DEADLINE) == 0
+        assert term.exit_status() == 0
         wait_until(lambda: not term.left_running(), what="every quickstart process gone")
     finally:
         term.close()
