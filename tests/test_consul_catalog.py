@@ -3,6 +3,7 @@ emulator: in process for the values and the requests, through the CLI for what a
 
 from __future__ import annotations
 
+import datetime
 import stat
 import time
 from collections.abc import Iterator
@@ -198,7 +199,7 @@ async def test_nodes_hidden_by_acls_are_missing_data(monkeypatch):
 
 @pytest.fixture
 def short_leaf(emu):
-    emu.leaf_ttl = 3.0
+    emu.leaf_ttl = 5.0
     return emu
 
 
@@ -220,13 +221,15 @@ def test_leaf_certificate_file_is_private_and_renewed_before_expiry(project, tmp
     assert (out / "roots.pem").read_text().startswith("-----BEGIN CERTIFICATE-----")
     assert stat.S_IMODE((out / "roots.pem").stat().st_mode) != 0o600
     assert stat.S_IMODE((out / "leaf.pem").stat().st_mode) == 0o600  # it holds the private key
+    (out / "leaf.pem").unlink()
     with Daemon("-c", str(cfg), **NO_ENV) as daemon:
-        daemon.wait_event("written")
-        first = (out / "leaf.pem").read_text()
-        expiry = time.monotonic() + emu.leaf_ttl
-        wait_until(lambda: (out / "leaf.pem").read_text() != first, timeout=emu.leaf_ttl,
+        leaf = out / "leaf.pem"
+        wait_until(leaf.exists, what=f"{leaf}; log:\n{daemon.log()}")
+        first = leaf.read_text()
+        expires = datetime.datetime.fromisoformat(first.rsplit("# until ", 1)[1].strip().replace("Z", "+00:00"))
+        wait_until(lambda: leaf.read_text() != first, timeout=emu.leaf_ttl,
                    what=f"the leaf certificate to be renewed; log:\n{daemon.log()}")
-        assert time.monotonic() < expiry
+        assert datetime.datetime.now(datetime.UTC) < expires, "renewed only after the old certificate expired"
         assert "PRIVATE KEY" not in daemon.log()
 
 

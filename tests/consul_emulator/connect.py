@@ -118,12 +118,13 @@ class ConnectEndpoints:
         index = self._state.next_index()
         key = ec.generate_private_key(ec.SECP256R1())
         uri = f"spiffe://{ca.trust_domain}/ns/default/dc/{DATACENTER}/svc/{service}"
-        now = datetime.datetime.now(datetime.UTC)
+        issued, now = time.monotonic(), datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+        expires = now + datetime.timedelta(seconds=self.leaf_ttl)  # an X.509 time: whole seconds
         serial = x509.random_serial_number()
         cert = (x509.CertificateBuilder().subject_name(_name(service)).issuer_name(ca.cert.subject)
                 .public_key(key.public_key()).serial_number(serial)
                 .not_valid_before(now - datetime.timedelta(minutes=1))
-                .not_valid_after(now + datetime.timedelta(seconds=self.leaf_ttl))
+                .not_valid_after(expires)
                 .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]), critical=False)
                 .sign(ca.key, hashes.SHA256()))
         key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -131,6 +132,7 @@ class ConnectEndpoints:
         body = {"SerialNumber": _colon_hex(serial.to_bytes(20, "big").lstrip(b"\0")),
                 "CertPEM": cert.public_bytes(serialization.Encoding.PEM).decode(), "PrivateKeyPEM": key_pem,
                 "Service": service, "ServiceURI": uri, "ValidAfter": _go_time(cert.not_valid_before_utc),
-                "ValidBefore": _go_time(now + datetime.timedelta(seconds=self.leaf_ttl)),
+                "ValidBefore": _go_time(expires),
                 "CreateIndex": index, "ModifyIndex": index}
-        return {"index": index, "json": body, "renew_at": time.monotonic() + self.leaf_ttl * random.uniform(0.6, 0.9)}
+        life = (expires - datetime.datetime.now(datetime.UTC)).total_seconds()  # what is left of it
+        return {"index": index, "json": body, "renew_at": issued + life * random.uniform(0.6, 0.9)}
