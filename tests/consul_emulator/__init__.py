@@ -8,6 +8,7 @@ Written from the official Consul HTTP API documentation:
 * Health .............. https://developer.hashicorp.com/consul/api-docs/health
 * Catalog ............. https://developer.hashicorp.com/consul/api-docs/catalog
 * Agent services ...... https://developer.hashicorp.com/consul/api-docs/agent/service
+* Connect CA .......... https://developer.hashicorp.com/consul/api-docs/agent/connect
 * Status .............. https://developer.hashicorp.com/consul/api-docs/status
 * Authentication ...... https://developer.hashicorp.com/consul/api-docs/api-structure
 
