@@ -35,6 +35,7 @@ from jinja2 import nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.visitor import NodeTransformer
 
+from confsync import signals
 from confsync.config import RenderBudget
 from confsync.sources import Functions
 
@@ -256,6 +257,7 @@ class BudgetedEnvironment(ImmutableSandboxedEnvironment):
 
 
 def _on_alarm(budget: Budget, signum: int, frame: FrameType | None) -> None:
+    signals.consumed(signum)  # ours: the event loop, told of it too, must not report it as stray
     budget.check_time()  # raises past the deadline; a stray SIGALRM before it changes nothing
 
 

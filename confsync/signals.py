@@ -51,6 +51,13 @@ def _table() -> dict[int, Action]:
 TABLE: dict[int, Action] = _table()
 
 _held: list[int] = []
+_consumed: dict[int, int] = {}  # signum → deliveries a handler of confsync's own already acted on
+
+
+def consumed(signum: int) -> None:
+    """A signal handled where it arrived (the render budget's SIGALRM): the event loop, which
+    hears of every signal through its wakeup fd, then passes over it silently."""
+    _consumed[signum] = _consumed.get(signum, 0) + 1
 
 
 def name(signum: int) -> str:
@@ -94,6 +101,9 @@ def capture(handlers: Mapping[Action, Callable[[int], None]],
     overrides = overrides or {}
 
     def dispatch(signum: int) -> None:
+        if _consumed.get(signum):
+            _consumed[signum] -= 1
+            return
         if signum in overrides:
             overrides[signum](signum)
             return
