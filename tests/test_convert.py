@@ -52,6 +52,18 @@ def test_refusals_name_file_line_column_and_reason(tmp_path: Path, text: str, wh
     assert (conv / "convert-report.txt").read_text().count("REFUSED") == 1
 
 
+@pytest.mark.parametrize(("setting", "expected"), [
+    ("", {"consistency": "stale", "max_stale": "2s"}),  # consul-template's DefaultMaxStale
+    ('max_stale = "0s"', {}),  # 0: only the leader answers
+])
+def test_max_stale_maps_as_consul_template_applies_it(tmp_path: Path, setting: str, expected: dict[str, str]) -> None:
+    code, out, conv = _convert(tmp_path, {"a.ctmpl": '{{ key "a" }}\n'},
+                               'consul {\n  address = "127.0.0.1:8500"\n}\n' + setting)
+    assert code == 0, out
+    assert yaml.safe_load((conv / "confsync.yaml").read_text())["sources"]["consul"] == {
+        "type": "consul", "address": "127.0.0.1:8500", **expected}
+
+
 def test_config_blocks_map_to_confsync(tmp_path: Path) -> None:
     (tmp_path / "a.ctmpl").write_text('{{ key "x" }}')
     (tmp_path / "ct.hcl").write_text(f'''

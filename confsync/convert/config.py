@@ -128,7 +128,8 @@ def convert(path: Path, raw: dict[str, Any]) -> Converted:
         elif key == "wait":
             out.top["wait"] = _wait(value, "wait")
         elif key == "max_stale":
-            out.notes.append("max_stale: mapped to consistency: stale and max_stale on the consul source")
+            out.notes.append("max_stale: mapped to consistency: stale and max_stale on the consul source (0: the "
+                             "leader's reads)")
         elif key == "log_level":
             out.top["log_level"] = _LOG_LEVELS.get(str(value).lower(), "info")
         elif key == "exec":
@@ -138,10 +139,11 @@ def convert(path: Path, raw: dict[str, Any]) -> Converted:
             out.notes.append(f"{key}: not mapped: {_IGNORED_TOP[key]}")
         else:
             out.refused.append(f"{key}: not translated")
-    if "max_stale" in raw and "consul" in out.sources:
-        # consul-template reads from any server, and asks the leader again when the answer lags more
-        # than max_stale (watch/view.go): confsync's stale consistency with the same bound
-        out.sources["consul"].update(consistency="stale", max_stale=str(raw["max_stale"]))
+    # consul-template reads from any server, and asks the leader again when the answer lags more than
+    # max_stale (watch/view.go), 2 s unless set (config.go DefaultMaxStale); 0 reads from the leader
+    max_stale = str(raw.get("max_stale", "2s"))
+    if "consul" in out.sources and re.search(r"[1-9]", max_stale):
+        out.sources["consul"].update(consistency="stale", max_stale=max_stale)
     return out
 
 
