@@ -26,7 +26,7 @@ class JsonFormatter(logging.Formatter):
             value = getattr(record, name, None)
             if value is not None:
                 entry[name] = value
-        for name in ("sha256", "changed", "bytes"):  # what an operator needs to follow a render
+        for name in ("sha256", "changed", "bytes", "templates", "passes"):  # to follow a render; the counts of once
             value = getattr(record, name, None)
             if value is not None:
                 entry[name] = value

@@ -152,6 +152,10 @@ async def once(config: Config, timeout: float, *, reloads: bool = True, dry_run:
             await worker
         finally:
             await runner.close()
+    passes = sum(s.render_time.count for s in runner.templates)
+    log.info("%d template(s), %d render passes (each template's first discovers what it uses)",
+             len(runner.templates), passes,
+             extra={"event": "finished", "templates": len(runner.templates), "passes": passes})
     if stopped:
         raise signals.Stopped(stopped[0])
     error = runner.first_error()

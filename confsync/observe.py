@@ -185,16 +185,17 @@ class Collector:
                                      labels=["source"])
         watched = GaugeMetricFamily("confsync_watched_keys", "Distinct dependencies watched", labels=["source"])
         counts: dict[str, int] = dict.fromkeys(runner.sources, 0)
-        for dep in runner.users:
+        for dep in runner.store.users:
             counts[dep.source] = counts.get(dep.source, 0) + 1
         for name in runner.sources:
             up.add_metric([name], 0 if name in runner.source_down else 1)
             errors.add_metric([name], runner.source_errors.get(name, 0))
             watched.add_metric([name], counts[name])
-        unreadable = GaugeMetricFamily("confsync_unreadable_keys", "Watched values that exist but cannot be read "
-                                       "(permission, not UTF-8…)", labels=["source"])
+        unreadable = GaugeMetricFamily("confsync_unreadable_keys", "Watched values templates need and cannot have: "
+                                       "they cannot be read (permission, not UTF-8…) or were deleted after their "
+                                       "templates rendered", labels=["source"])
         unreadable_counts: dict[str, int] = dict.fromkeys(runner.sources, 0)
-        for dep in runner.unreadable:
+        for dep in runner.store.unreadable:
             unreadable_counts[dep.source] = unreadable_counts.get(dep.source, 0) + 1
         for name in runner.sources:
             unreadable.add_metric([name], unreadable_counts[name])

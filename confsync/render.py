@@ -39,6 +39,7 @@ class Result:
 
 
 DEFAULT_BUDGET = RenderBudget()
+WAITING = "waiting for the source's first answer"
 CACHE_VARIABLE = "CONFSYNC_TEMPLATE_CACHE"
 
 
@@ -199,7 +200,7 @@ class Template:
             if value == ABSENT and not isinstance(default, Missing):
                 return default
             if value is None or isinstance(value, Missing):
-                result.missing[dep] = value.reason if value else "waiting for the source's first answer"
+                result.missing[dep] = value.reason if value else WAITING
                 return PLACEHOLDERS.get(dep.kind, "")
             return value
 

@@ -1,9 +1,10 @@
 """The loop at the heart of every mode: values in, renders, atomic writes, coalesced reloads.
 
 One asyncio loop owns all state, so nothing needs a lock. Sources push values into the store
-(`update`); a value equal to the one known is dropped before anyone re-renders. A change marks the
-templates that used it (and only those) due, after their `wait` quiescence; the worker renders the
-due templates, writes what changed, then fires each affected reloader once.
+(`update`, store.py); a value equal to the one known is dropped before anyone re-renders. A change
+marks the templates that used it (and only those) due, once all they use has an answer, after
+their `wait` quiescence; the worker renders the due templates, writes what changed, then fires
+each affected reloader once.
 """
 
 from __future__ import annotations
@@ -11,88 +12,24 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import difflib
-import functools
 import hashlib
 import logging
 import sys
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from confsync import lint, write
-from confsync.config import Config, SourceConfig, TemplateConfig
+from confsync import reconfig, write
+from confsync.config import Config
 from confsync.errors import ConfigError, ConfsyncError, MissingDataError, TemplateError, WriteError
+from confsync.reconfig import Plan
 from confsync.reloading import Reloads, Written
-from confsync.render import Template, environments
-from confsync.sources import ABSENT, Dep, Missing, Source, is_secret, source_class
+from confsync.sources import Dep, Source, is_secret, source_class
+from confsync.state import TemplateState
+from confsync.store import Store
 
 log = logging.getLogger(__name__)
-
-DEADLINE_GRACE = 1.0
-
-
-@dataclass
-class Timing:
-    """A Prometheus summary without quantiles: how many, and how long in all."""
-
-    count: int = 0
-    total: float = 0.0
-
-    def add(self, seconds: float) -> None:
-        self.count += 1
-        self.total += seconds
-
-
-@dataclass(eq=False)
-class TemplateState:
-    index: int
-    cfg: TemplateConfig
-    template: Template
-    target: write.Target | Callable[[str], None]  # a file, or where an `exec.env` value's text goes
-    deps: set[Dep] = field(default_factory=set)
-    missing: dict[Dep, str] = field(default_factory=dict)
-    unreadable: dict[Dep, str] = field(default_factory=dict)  # missing because a read failed, not "not yet"
-    changed: set[Dep] = field(default_factory=set)
-    rendered: bool = False  # rendered completely at least once
-    error: ConfsyncError | None = None
-    error_since: float | None = None  # monotonic time of the first failure since the last success
-    wait_since: float | None = None
-    timer: asyncio.TimerHandle | None = None
-    # For /metrics:
-    renders: int = 0
-    failures: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # by kind of failure
-    render_time: Timing = field(default_factory=Timing)
-    write_time: Timing = field(default_factory=Timing)
-    propagation: Timing = field(default_factory=Timing)  # change seen → file written
-    changed_at: float | None = None  # monotonic time of the oldest change not yet written
-    last_success: float | None = None  # wall-clock time of the last render that reached the disk
-    fingerprint: str = ""  # the text of the template and all it includes, set where configs reload
-
-    @property
-    def name(self) -> str:
-        return str(self.cfg.destination)
-
-    def take_over(self, old: TemplateState) -> None:
-        """A config reload changed this template: keep its counters (Prometheus counters only grow)."""
-        self.renders, self.failures = old.renders, old.failures
-        self.render_time, self.write_time, self.propagation = old.render_time, old.write_time, old.propagation
-        self.last_success = old.last_success
-
-
-@dataclass
-class Plan:
-    """A new config checked and compiled, and how it differs from the running one."""
-
-    config: Config
-    templates: list[TemplateState]  # in the new config's order; unchanged ones are the running states
-    fresh: list[tuple[TemplateState, TemplateState | None]]  # new or changed, and the state each replaces
-    removed: list[TemplateState]
-    start: dict[str, SourceConfig]  # sources added or changed
-    close: set[str]  # sources removed or changed
-    changes: list[str]  # what an operator reads in the log: "+template out/b.conf", "~source kv"…
 
 
 class Runner:
@@ -111,25 +48,20 @@ class Runner:
         self.config = config
         self.exec_env = exec_env
         self.targets = targets or {}
-        # time.monotonic() by which once/init must be done. A render may run DEADLINE_GRACE past it:
-        # the renders that discover what is missing at the timeout (exit 3) must not be cut short.
-        self.deadline = deadline + DEADLINE_GRACE if deadline is not None else None
+        self.deadline = deadline  # time.monotonic() by which once/init must be done, renders included
         self.reload_enabled = reloads
         self.dry_run = dry_run
         self.diff = diff
         self.force = force
         self.sources: dict[str, Source] = {}
-        self.values: dict[Dep, Any] = {}
-        self.users: dict[Dep, set[TemplateState]] = defaultdict(set)
-        self.templates = self._load_templates(config)
+        self.store = Store(self.sources)
+        self.templates = reconfig.load_templates(self, config)
         self._due: set[TemplateState] = set(self.templates)
         self._kick = asyncio.Event()
         self._stopping = False
         self.settled = asyncio.Event()  # every template rendered, or one failed for good
         self.source_down: dict[str, str] = {}
         self.down_since: dict[str, float] = {}  # monotonic
-        # Values that exist but cannot be read (issue 18): dep → (why, monotonic time since).
-        self.unreadable: dict[Dep, tuple[str, float]] = {}
         self.source_errors: dict[str, int] = defaultdict(int)
         self.reloaders = Reloads(config.reloaders, self.targets, config.wait.min, paced=pace_reloads,
                                  kick=self._kick.set, describe=self._describe_reload_error)
@@ -138,73 +70,14 @@ class Runner:
         self.config_reloads = {"ok": 0, "failed": 0}
         self._plans: list[tuple[Plan, asyncio.Future[None]]] = []
 
-    def _load_templates(self, config: Config) -> list[TemplateState]:
-        functions = {name: source_class(s.type).functions for name, s in config.sources.items()}
-        env_for = environments(frozenset(config.env_allow) if config.env_allow is not None else None)
-        states = []
-        for i, cfg in enumerate(config.templates):
-            folder, path = cfg.located(config.path, i)
-            target = write.Target(
-                cfg.destination, cfg.perms, cfg.create_dirs, cfg.backup, cfg.check, min_bytes=cfg.min_bytes,
-                max_shrink=cfg.max_shrink, allow_shrink=cfg.allow_shrink or self.force, format=cfg.format,
-                allowed_roots=cfg.allowed_roots, user=cfg.user, group=cfg.group)
-            template = Template(env_for(folder, cfg.delimiters), path, functions, cfg.contents)
-            states.append(TemplateState(i, cfg, template, target))
-        if sink := self.exec_env:
-            env = env_for(config.path.parent, None)
-            for name, text in config.exec.env.items():
-                label = f"exec.env.{name}"  # how logs, errors and /metrics call it: never by its value
-                cfg = TemplateConfig(contents=text, destination=Path(label))
-                template = Template(env, Path(label), functions, text)
-                states.append(TemplateState(len(states), cfg, template, functools.partial(sink, name)))
-        return states
-
     def fingerprint(self, states: list[TemplateState]) -> list[str]:
-        """Remember what each template's text is, so that a config reload can tell what changed;
-        returns the problems found on the way (a missing include, an undefined name)."""
-        problems = []
-        for state in states:
-            env = state.template.compiled.environment
-            walk = lint.walk(env, state.template.name, state.template.functions)
-            state.fingerprint = walk.fingerprint()
-            problems += walk.problems
-        return problems
+        return reconfig.fingerprint(states)
 
     # -- config reload (SIGHUP) -------------------------------------------------------------------
 
     def plan(self, config: Config) -> Plan:
         """Compile `config`'s templates and compare with the running config; raises what is wrong."""
-        old = self.config
-        states = self._load_templates(config)
-        problems = self.fingerprint(states)
-        if problems:
-            raise TemplateError("; ".join(problems))
-        start = {n: s for n, s in config.sources.items() if old.sources.get(n) != s}
-        close = {n for n, s in old.sources.items() if config.sources.get(n) != s}
-        retyped = {n for n in start if n in old.sources and old.sources[n].type != start[n].type}
-        running = {s.name: s for s in self.templates}
-        plan = Plan(config, [], [], [], start, close, [])
-        for new in states:
-            prior = running.pop(new.name, None)
-            if prior and prior.cfg == new.cfg and prior.fingerprint == new.fingerprint \
-                    and config.env_allow == old.env_allow and not any(d.source in retyped for d in prior.deps):
-                prior.index, prior.template = new.index, new.template  # same text, the new sources' names
-                plan.templates.append(prior)
-                continue
-            plan.templates.append(new)
-            plan.fresh.append((new, prior))
-            plan.changes.append(f"{'~' if prior else '+'}template {new.name}")
-        plan.removed = list(running.values())
-        plan.changes += [f"-template {s.name}" for s in plan.removed]
-        plan.changes += [f"{'~' if n in old.sources else '+'}source {n}" for n in start]
-        plan.changes += [f"-source {n}" for n in close - set(start)]
-        if config.exec != old.exec:
-            plan.changes.append("~exec")
-        for name in sorted(set(old.reloaders) | set(config.reloaders)):
-            before, after = old.reloaders.get(name), config.reloaders.get(name)
-            if before != after:
-                plan.changes.append(f"{'+' if before is None else '-' if after is None else '~'}reloader {name}")
-        return plan
+        return reconfig.plan(self, config)
 
     async def reconfigure(self, plan: Plan) -> None:
         """Apply `plan` between two renders (the worker does it: no render sees half a config)."""
@@ -230,8 +103,8 @@ class Runner:
                     prior.timer.cancel()
                 new.take_over(prior)
                 for dep in prior.deps:
-                    self.users[dep].discard(prior)
-                    self.users[dep].add(new)
+                    self.store.users[dep].discard(prior)
+                    self.store.users[dep].add(new)
                 new.deps = prior.deps
                 self._due.discard(prior)
             self._due.add(new)
@@ -239,12 +112,12 @@ class Runner:
             if state.timer:
                 state.timer.cancel()
             self._due.discard(state)
-            self._set_deps(state, set())
+            self.store.use(state, set())
         for name in plan.close:
             await self.sources.pop(name).close()
             self.source_down.pop(name, None)
         self.sources.update(started)
-        for dep in self.users:
+        for dep in self.store.users:
             if dep.source in started:
                 started[dep.source].watch(dep)
         self.reloaders.reconfigure(plan.config.reloaders, plan.config.wait.min)
@@ -256,25 +129,8 @@ class Runner:
     # -- the Sink the sources push into -------------------------------------------------------
 
     def update(self, dep: Dep, value: Any) -> None:
-        if dep not in self.users or self.values.get(dep) == value:
-            return  # unwatched by now, or no change: nothing to render
-        self.values[dep] = value
-        self._note_readable(dep, value)
-        for state in self.users[dep]:
+        for state in self.store.update(dep, value):
             self._mark_changed(state, dep)
-
-    def _note_readable(self, dep: Dep, value: Any) -> None:
-        """A value that exists but cannot be read (permission, not UTF-8…) is a failure, said at
-        warning and kept for /readyz and /metrics, never a silent wait (issue 18)."""
-        if isinstance(value, Missing) and value != ABSENT:
-            known = self.unreadable.get(dep)
-            if known is None or known[0] != value.reason:
-                log.warning("%s cannot be read: %s (templates using it wait; their files keep their last "
-                            "content)", dep, value.reason,
-                            extra={"event": "unreadable", "source": dep.source, "key": str(dep)})
-            self.unreadable[dep] = (value.reason, known[1] if known else time.monotonic())
-        elif self.unreadable.pop(dep, None):
-            log.info("%s can be read again", dep, extra={"event": "readable", "source": dep.source, "key": str(dep)})
 
     def source_status(self, source: str, up: bool, reason: str = "") -> None:
         if not up and self.source_down.get(source) != reason:
@@ -321,7 +177,9 @@ class Runner:
             due = sorted(self._due, key=lambda s: s.index)
             self._due.clear()
             for state in due:
-                if self._stopping:
+                # Past once/init's --timeout no render starts: its template is reported as not
+                # rendered in time (exit 3), never as a template that took too long.
+                if self._stopping or (self.deadline is not None and time.monotonic() >= self.deadline):
                     self._due.add(state)
                     continue
                 change = await self._render(state)
@@ -356,6 +214,8 @@ class Runner:
         state.changed.add(dep)
         if state.changed_at is None:
             state.changed_at = time.monotonic()
+        if self.store.unanswered(state):
+            return  # the last answer to come marks it: one render with all, not one at each answer
         wait = state.cfg.wait or self.config.wait
         if not state.rendered or not wait.max:
             self._make_due(state)
@@ -378,16 +238,16 @@ class Runner:
     async def _render(self, state: TemplateState) -> write.Change | None:
         """Render one template and write it; what changed on disk, if anything."""
         started = time.monotonic()
-        result = state.template.render(self.values.get, self.config.render, self.deadline)
+        result = state.template.render(self.store.values.get, self.config.render, self.deadline)
         state.render_time.add(time.monotonic() - started)
         # After an error keep watching what the last good render used too: either may fix it.
-        self._set_deps(state, result.used | state.deps if result.error else result.used)
+        self.store.use(state, result.used | state.deps if result.error else result.used)
         state.missing = result.missing
         if result.error:
             state.changed = set()
             self._failed(state, result.error, "template")
             return None
-        self._note_unreadable(state)
+        self.store.note_unreadable(state)
         if result.text is None:
             log.debug("%s waits for %s", state.name, ", ".join(map(str, result.missing)),
                       extra={"event": "waiting", "template": state.name})
@@ -432,21 +292,6 @@ class Runner:
                             "sha256": digest, "changed": sorted(map(str, changed))})
         return written
 
-    def _note_unreadable(self, state: TemplateState) -> None:
-        """A watched value that cannot be read (not UTF-8, a read error, or deleted after the
-        template rendered) is a warning, a failure count and not-ready, never a quiet wait (issue 10,
-        item 13). A key absent from the start is only waited for: `init` exists for that."""
-        unreadable = {dep: why for dep, why in state.missing.items()
-                      if isinstance(value := self.values.get(dep), Missing) and (state.rendered or value is not ABSENT)}
-        for dep, why in unreadable.items():
-            if state.unreadable.get(dep) != why:
-                log.warning("%s cannot be rendered: %s %s (keeping the last good file)", state.name, dep, why,
-                            extra={"event": "unreadable", "template": state.name, "source": dep.source,
-                                   "key": str(dep)})
-        if unreadable:
-            state.failures["unreadable"] += 1
-        state.unreadable = unreadable
-
     def _failed(self, state: TemplateState, error: ConfsyncError, kind: str) -> None:
         error = type(error)(self.safe_message(error, self._is_secret(state)))
         state.error = error
@@ -475,29 +320,12 @@ class Runner:
         if secret:
             return error.message + (" (details withheld: it uses secrets)" if error.detail else "")
         text = str(error)
-        for dep, value in self.values.items():
+        for dep, value in self.store.values.items():
             if is_secret(self.sources.get(dep.source), dep):
                 for secret_text in _strings(value):
                     if secret_text:
                         text = text.replace(secret_text, "<redacted>")
         return text
-
-    def _set_deps(self, state: TemplateState, used: set[Dep]) -> None:
-        for dep in used - state.deps:
-            users = self.users[dep]
-            users.add(state)
-            if len(users) == 1:
-                self.sources[dep.source].watch(dep)
-        for dep in state.deps - used:
-            users = self.users[dep]
-            users.discard(state)
-            if not users:
-                del self.users[dep]
-                self.values.pop(dep, None)
-                self.unreadable.pop(dep, None)
-                if dep.source in self.sources:  # else removed by a config reload
-                    self.sources[dep.source].unwatch(dep)
-        state.deps = used
 
     # -- reports --------------------------------------------------------------------------------
 
@@ -505,12 +333,12 @@ class Runner:
         """SIGUSR1: one log line per template and source, saying where each stands (never a value)."""
         for state in self.templates:
             status = ("failing: " + str(state.error) if state.error else "rendered" if state.rendered
-                      else "waiting for " + ", ".join(sorted(map(str, state.missing))))
+                      else "waiting for " + ", ".join(sorted(map(str, self.store.pending(state)))))
             log.info("state: %s ← %s: %s; %d dependencies, %d renders", state.name, state.template.path, status,
                      len(state.deps), state.renders, extra={"event": "state", "template": state.name})
         for name in self.sources:
             down = self.source_down.get(name)
-            watched = sum(1 for dep in self.users if dep.source == name)
+            watched = sum(1 for dep in self.store.users if dep.source == name)
             log.info("state: source %s: %s; %d dependencies watched", name, f"unavailable: {down}" if down
                      else "available", watched, extra={"event": "state", "source": name})
         for name, counts in self.reloads.items():
@@ -520,7 +348,7 @@ class Runner:
     def waiting(self) -> dict[str, dict[str, str]]:
         """Templates not rendered yet, or whose watched values cannot be read → the dependencies
         each waits for, and why."""
-        return {s.name: {str(dep): why for dep, why in s.missing.items()}
+        return {s.name: {str(dep): why for dep, why in self.store.pending(s).items()}
                 for s in self.templates if not s.rendered or s.unreadable}
 
     def stale(self) -> dict[str, tuple[float, dict[str, str]]]:
@@ -534,9 +362,9 @@ class Runner:
             why: dict[str, str] = {}
             since: list[float] = []
             for dep in state.deps:
-                if dep in self.unreadable:
-                    why[str(dep)], started = self.unreadable[dep]
-                    since.append(started)
+                if dep in state.unreadable:
+                    why[str(dep)] = state.unreadable[dep]
+                    since.append(self.store.unreadable.get(dep, ("", now))[1])
                 elif dep.source in self.source_down:
                     why[f"source {dep.source}"] = f"unavailable: {self.source_down[dep.source]}"
                     since.append(self.down_since.get(dep.source, now))
@@ -555,7 +383,10 @@ class Runner:
         for state in self.templates:
             if state.rendered:
                 continue
-            for dep, why in sorted(state.missing.items(), key=lambda i: str(i[0])):
+            pending = self.store.pending(state)
+            if not pending:
+                lines.append(f"  {state.template.path} → {state.name}: not rendered before the timeout")
+            for dep, why in sorted(pending.items(), key=lambda i: str(i[0])):
                 down = self.source_down.get(dep.source)
                 lines.append(f"  source {dep.source}: {dep} {why}" + (f" (source unavailable: {down})"
                                                                       if down else "")

@@ -138,6 +138,8 @@ def test_once_reads_kv_v2_and_kv_v1(bao, project, tmp_path):
     # One render pass asked for every secret (a pending secret's fields read as ""): one round trip.
     waits = next(line for line in result.stderr.splitlines() if " waits for " in line)
     assert waits.count("vault.secret(") == 4, waits
+    # Rendered once all four had arrived, not again at each (issue 16): that pass, and this one.
+    assert "1 template(s), 2 render passes" in result.stderr, result.stderr
 
 
 def test_init_names_missing_and_denied_secrets_and_exits_3(bao, project, tmp_path):
