@@ -84,11 +84,12 @@ def test_a_runaway_render_fails_cleanly_and_memory_stays_bounded(project, tmp_pa
 
 
 def test_once_timeout_is_a_total_even_for_a_render_that_only_the_clock_stops(project, tmp_path):
-    """No iteration limit to hit: `--timeout 2s` (under render.timeout's 5 s) ends the render."""
+    """No iteration limit to hit: `--timeout 3s` (under render.timeout's 5 s) ends the render.
+    (No render starts after the timeout: 3 s leaves a loaded machine time to start rendering.)"""
     # max_output too: each inner range() counts 8 characters an item towards 4 × max_output.
     cfg = project(CONFIG + "render: {max_iterations: 1000000000000, max_output: 100000000}\n", {"t.j2": NESTED})
-    result = confsync("once", "-c", str(cfg), "--timeout", "2s", timeout=60)
-    assert result.returncode == 1
+    result = confsync("once", "-c", str(cfg), "--timeout", "3s", timeout=60)
+    assert result.returncode == 1, result.stderr
     assert "the render took too long (render.timeout, or the --timeout of once/init)" in result.stderr
 
 
