@@ -56,6 +56,28 @@ def test_peer_harness_renders_the_same_files_as_confsync(tmp_path):
         project.seed()
         result = one_shot(peer, project, backend, runs=1)  # raises unless both wrote the right content
         assert result["confsync_ms"] > 0 and result["peer_ms"] > 0
-        assert result["confsync_renders_per_template"]["renders"] >= 1
+        assert result["renders_per_template"] == 1.0  # from confsync's own count: once all has arrived
         moved = propagation(peer, project, backend, writes=1, rounds=2)
     assert moved["peer"]["n"] == 2 and moved["confsync"]["n"] == 2
+
+
+def test_peer_harness_on_etcd_skips_a_peer_not_at_hand_and_still_measures_confsync(tmp_path):
+    """confd cannot be installed here: the harness says why it is skipped and measures confsync alone."""
+    from bench.peers import Project, SlashedEtcd, _at_hand, one_shot, propagation
+
+    results: dict = {"skipped": {}, "versions": {}}
+    assert _at_hand("confd", str(tmp_path / "no-confd"), results) is None
+    assert "--peer confd=PATH" in results["skipped"]["confd"]
+    backend = SlashedEtcd()
+    backend.check()
+    try:
+        backend.start()
+        project = Project(tmp_path / "p", backend, templates=2)
+        project.seed()
+        result = one_shot(None, project, backend, runs=1)  # raises unless confsync wrote the right content
+        assert result["confsync_ms"] > 0 and result["peer_ms"] is None
+        assert result["renders_per_template"] == 1.0
+        moved = propagation(None, project, backend, writes=2, rounds=1)
+    finally:
+        backend.close()
+    assert moved["peer"] is None and moved["confsync"]["n"] == 2 and moved["confsync"]["misses"] == 0
