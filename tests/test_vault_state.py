@@ -122,6 +122,7 @@ def _foreign(data: bytes) -> bytes:
 # kind → (the good file it starts from, how it is spoiled, what the warning says)
 BAD = {
     "garbage": ("plain", lambda d: b"\x00\xff not json", "not a confsync state file (not JSON)"),
+    "deep": ("plain", lambda d: b"[" * 200_000, "not a confsync state file (not JSON)"),
     "foreign": ("plain", _foreign, "written for another address"),
     "altered": ("sealed", _flip, "cannot be decrypted with the state key (another key, or altered)"),
     "unsealed": ("plain", lambda d: d, "not encrypted, while a state key is set"),
@@ -191,17 +192,24 @@ def roles(pg: PostgresServer) -> int:
     return int(done.stdout)
 
 
-def test_init_hands_its_token_and_lease_to_run_which_revokes_them_at_shutdown(bao, pod_database, project,
-                                                                             tmp_path):
+@pytest.fixture(scope="module")
+def pod_login(bao) -> str:
+    """An AppRole whose 1m tokens may read database/creds/pod: its `auth:` setting."""
     client = root_client(bao)
-    client.sys.create_or_update_policy("pod", 'path "database/creds/pod" { capabilities = ["read"] }')
+    client.sys.create_or_update_policy("pod", 'path "database/creds/pod" { capabilities = ["read"] }\n'
+                                              'path "secret/data/pod" { capabilities = ["read"] }')
+    client.write_data("secret/data/pod", data={"data": {"name": "pod"}})
     client.write_data("auth/approle/role/pod", data={"token_policies": "pod", "token_ttl": "1m",
                                                      "bind_secret_id": False, "secret_id_bound_cidrs": "127.0.0.1/32"})
-    role_id = client.read("auth/approle/role/pod/role-id")["data"]["role_id"]
+    return f"{{method: approle, role_id: {client.read('auth/approle/role/pod/role-id')['data']['role_id']}}}"
+
+
+def test_init_hands_its_token_and_lease_to_run_which_revokes_them_at_shutdown(bao, pod_database, pod_login, project,
+                                                                             tmp_path):
     (tmp_path / "state").mkdir()
     (tmp_path / "state.key").write_text(os.urandom(32).hex())
     cfg = project(state_config(bao, {"db.conf.j2": "out/db.conf"}, "state_key_file: state.key",
-                               "revoke_on_shutdown: true", auth=f"{{method: approle, role_id: {role_id}}}"),
+                               "revoke_on_shutdown: true", auth=pod_login),
                   {"db.conf.j2": "{% set c = vault.secret('database/creds/pod') %}{{ c.username }} {{ c.password }}"})
     out, state = tmp_path / "out/db.conf", tmp_path / "state/vault.state"
 
@@ -241,3 +249,23 @@ def test_run_revokes_each_lease_of_a_token_it_did_not_log_in_for(bao, pod_databa
     assert daemon.wait_event("revoked")["message"] == "source vault: revoked 1 lease(s)"
     wait_until(lambda: roles(pod_database) == before, timeout=10, what="the database role revoked")
     assert root_client(bao).auth.token.lookup_self()["data"]["id"] == bao.root_token  # still valid
+
+
+def test_a_planted_token_is_not_adopted(bao, pod_login, project, tmp_path):
+    """A valid token put in the state file in place of the one its accessor names (here the root
+    token: more policies) is refused; confsync logs in."""
+    (tmp_path / "state").mkdir()
+    cfg = project(state_config(bao, {"k.j2": "out/k"}, auth=pod_login),
+                  {"k.j2": "{{ vault.secret('secret/pod').name }}"})
+    state = tmp_path / "state/vault.state"
+    assert confsync("once", "-c", str(cfg), "--timeout", "20s").returncode == 0
+    doc = json.loads(state.read_text())
+    assert doc["token"] and doc["accessor"]
+    doc["token"] = bao.root_token
+    state.write_text(json.dumps(doc))
+    result = confsync("once", "-c", str(cfg), "--timeout", "20s", "--log-level", "debug")
+    assert result.returncode == 0, result.stderr
+    assert f"state_file {state}: its token is not the one it names (altered?): logging in" in result.stderr
+    assert "logged in (approle" in result.stderr
+    assert json.loads(state.read_text())["token"] not in ("", bao.root_token)
+    assert_no_leak(result.stderr, bao.root_token, doc["token"])

@@ -329,16 +329,19 @@ class VaultSource(LeaseKeeping):
                 return
             self._state.token = ""
             revoked = list(leases)
-        else:
+        else:  # all at once: the pod's grace period is short, and a dead server would make each one wait
+            done = await asyncio.gather(*(self._call(self._client.sys.revoke_lease, lease_id=held.lease_id)
+                                          for held in leases.values()), return_exceptions=True)
             revoked = []
-            for key, held in leases.items():
-                try:
-                    await self._call(self._client.sys.revoke_lease, lease_id=held.lease_id)
-                except Problem as exc:
+            for (key, held), outcome in zip(leases.items(), done, strict=True):
+                if isinstance(outcome, Problem):
                     log.warning("source %s: could not revoke the lease of %s: %s (it ends in %.0fs)", self.name,
-                                key[0], exc.reason, held.left(), extra={"event": "revoke_failed", "source": self.name})
-                    continue
-                revoked.append(key)
+                                key[0], outcome.reason, held.left(),
+                                extra={"event": "revoke_failed", "source": self.name})
+                elif isinstance(outcome, BaseException):
+                    raise outcome
+                else:
+                    revoked.append(key)
         for key in revoked:
             del self._state.secrets[key]
         log.info("source %s: revoked %s%d lease(s)", self.name, "the token and its " if self._ours else "",

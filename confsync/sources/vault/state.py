@@ -85,8 +85,12 @@ def read_key(key_file: Path | None, key_env: str | None) -> bytes | None:
         text = os.environ.get(key_env or "", "").strip().encode()
     if len(text) < MIN_KEY:
         raise ValueError(f"{where}: the key must be at least {MIN_KEY} characters (openssl rand -base64 32)")
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+    try:
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+    except ImportError:
+        raise ValueError(f"{where}: encryption needs cryptography, which is not installed: "
+                         "pip install 'confsync[vault]'") from None
 
     return HKDF(hashes.SHA256(), 32, salt=None, info=b"confsync vault state 1").derive(text)
 
@@ -163,7 +167,7 @@ def _open(data: bytes, key: bytes | None) -> bytes:
 def _decode(text: bytes, expected: dict[str, str]) -> State:
     try:
         doc = json.loads(text)
-    except ValueError:  # UnicodeDecodeError is one
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError; `[[[[…` recurses
         raise Unusable("not a confsync state file (not JSON)") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise Unusable("not a confsync state file")
