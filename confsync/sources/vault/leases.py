@@ -220,6 +220,7 @@ class LeaseKeeping:
                 # old token, and a renewal now would be refused for want of one.
                 await token_replaced.wait()
                 return
+            token = self._client.token
             try:
                 renewed = await self._call(self._client.sys.renew_lease, lease_id=secret.lease_id,
                                            increment=int(increment))
@@ -231,6 +232,8 @@ class LeaseKeeping:
                 reconnected = self._reconnected
                 continue
             except Refused as exc:  # expired, revoked, or lost by a restarted server
+                if exc.status == 403 and await self._token_rejected(token):
+                    return  # the token's end (its max TTL, as its re-login races this renewal): fetched anew
                 log.info("source %s: lease of %s not renewed (%s): fetching it anew", self.name, dep,
                          exc.reason, extra={"event": "lease_lost", "source": self.name, "key": str(dep)})
                 return
