@@ -128,6 +128,7 @@ BAD = {
     "unsealed": ("plain", lambda d: d, "not encrypted, while a state key is set"),
     "symlink": ("plain", lambda d: d, "a symbolic link (never followed)"),
     "writable": ("plain", lambda d: d, "others may write it (mode 0666)"),
+    "owner": ("plain", lambda d: d, "owned by uid 65534, not by confsync's (0)"),
 }
 
 
@@ -135,6 +136,8 @@ BAD = {
 def test_a_state_file_that_cannot_be_used_is_a_warning_and_a_fresh_start(bao, cert_project, made_states, tmp_path,
                                                                         kind):
     start, spoil, says = BAD[kind]
+    if kind == "owner" and os.geteuid() != 0:
+        pytest.skip("giving a file to another user needs root")
     sealed = kind in ("altered", "unsealed")
     cfg = cert_project("b.example", *(["state_key_env: STATE_KEY"] if sealed else []))
     state = tmp_path / "state/vault.state"
@@ -145,6 +148,8 @@ def test_a_state_file_that_cannot_be_used_is_a_warning_and_a_fresh_start(bao, ce
     else:
         state.write_bytes(data)
         os.chmod(state, 0o666 if kind == "writable" else 0o600)
+        if kind == "owner":  # as root the writer keeps a file's owner: not this one's, who could read the token
+            os.chown(state, 65534, 65534)
     held = json.loads(made_states["plain"])["secrets"][0]["fields"]
     serial, log = serial_of(bao, cfg, STATE_KEY="k" * 40)
     assert f"state_file {state}: {says}: starting fresh" in log
@@ -152,6 +157,7 @@ def test_a_state_file_that_cannot_be_used_is_a_warning_and_a_fresh_start(bao, ce
     assert_no_leak(log, held["private_key"], bao.root_token)
     # Replaced by a good file of its own (a symlink itself, not what it points to).
     assert not state.is_symlink() and stat.S_IMODE(state.stat().st_mode) == 0o600
+    assert state.stat().st_uid == os.geteuid()
     assert state.read_bytes().startswith(SEALED) == sealed
     if kind == "symlink":
         assert (tmp_path / "elsewhere").read_bytes() == data

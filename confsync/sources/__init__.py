@@ -102,6 +102,10 @@ class Source(Protocol):
 
     async def close(self) -> None: ...
 
+    # Optional: `async def shutdown(self) -> None`, called before close() when `run` or `exec` stop
+    # for good (not at a config reload, nor in `init`/`once`): give back what only this process
+    # needed (the vault source's revoke_on_shutdown).
+
 
 class Functions:
     """What a template sees as the source's name: one method per kind of request.
