@@ -75,7 +75,7 @@ def owner_id(value: str | int, kind: str) -> int:
     """A user (`kind` "user") or group ("group") by name or numeric id → its id; ValueError else."""
     if isinstance(value, int) and not isinstance(value, bool):
         number = value
-    elif isinstance(value, str) and value.isdigit():
+    elif isinstance(value, str) and value.isascii() and value.isdigit():
         number = int(value)
     elif isinstance(value, str) and value and "\0" not in value:
         import grp

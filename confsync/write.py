@@ -84,6 +84,8 @@ async def write(target: Target, data: bytes, *, guard: bool = True, dry_run: boo
     _check_inside_roots(target)
     old = current(dest)
     if old == data:
+        if not dry_run:
+            _settle_owner_and_mode(target)
         return None
     if guard:
         _check_guards(target, data, old)
@@ -228,6 +230,33 @@ def _set_owner_and_mode(target: Target, fd: int, exists: bool) -> None:
             raise WriteError(f"{target.destination}: cannot give the file to uid {uid}, gid {gid}: {exc.strerror}; "
                              "the current file stays") from None
     os.fchmod(fd, target.mode(existing))
+
+
+def _settle_owner_and_mode(target: Target) -> None:
+    """The bytes are right, but `user`, `group` or `perms` may be new (added to the config since the
+    file was written): apply them to the live file, as consul-template does. Through a descriptor
+    opened without following a symlink, and only on a regular file with one link: a name in a
+    directory others can write may be swapped for a link to a file that is not ours to give away."""
+    if target.user is None and target.group is None and target.perms is None:
+        return
+    try:
+        fd = os.open(target.destination, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return  # a symlink (written through, never changed in place) or gone: the next write settles it
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            return
+        uid = -1 if target.user in (None, st.st_uid) else target.user
+        gid = -1 if target.group in (None, st.st_gid) else target.group
+        if (uid, gid) != (-1, -1):
+            os.fchown(fd, uid, gid)
+        if target.perms is not None and stat.S_IMODE(st.st_mode) != target.perms:
+            os.fchmod(fd, target.perms)
+    except OSError as exc:
+        raise WriteError(f"{target.destination}: cannot set its owner or mode: {exc.strerror}") from None
+    finally:
+        os.close(fd)
 
 
 async def _check(target: Target, staged: Path) -> None:

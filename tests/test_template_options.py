@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import cli_env, confsync
+from tests.helpers import Daemon, cli_env, confsync, wait_until
 
 KV = "sources:\n  kv: {type: files, root: ./data}\ntemplates:\n"
 
@@ -35,6 +36,18 @@ def test_inline_contents_render_and_include_from_the_config_directory(project, t
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "out/inline.conf").read_text() == "host=db1\nport=5432\n"
     assert (tmp_path / "out/file.conf").read_text() == "file db1\n"
+
+
+def test_sighup_renders_inline_contents_and_delimiters_that_changed(project, tmp_path):
+    inline = KV + "  - contents: TEXT\n    destination: out/a.conf\n"
+    cfg = project(inline.replace("TEXT", "'a={{ kv.key(\"a\") }}'"), data={"a": "1"})
+    with Daemon("-c", str(cfg), cwd=tmp_path) as daemon:
+        daemon.wait_event("written", template=str(tmp_path / "out/a.conf"))
+        cfg.write_text(inline.replace("TEXT", "'b=[[ kv.key(\"a\") ]] {{ x }}'")
+                       + '    delimiters: {variable: ["[[", "]]"]}\n')
+        daemon.proc.send_signal(signal.SIGHUP)
+        assert daemon.wait_event("config_reloaded")["changed"] == [f"~template {tmp_path}/out/a.conf"]
+        wait_until(lambda: (tmp_path / "out/a.conf").read_text() == "b=1 {{ x }}", what="the new inline text")
 
 
 def test_check_names_the_config_file_the_template_and_the_line_inside_inline_text(project, tmp_path):
@@ -146,6 +159,28 @@ def test_user_and_group_are_set_on_the_staged_file_before_the_rename(project, tm
     assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (daemon, 4321, 0o640)
     st = os.stat(out / "kept.conf")
     assert (st.st_uid, st.st_gid) == (4242, 6)
+
+
+@needs_root
+def test_a_new_owner_or_mode_applies_to_a_file_whose_bytes_are_already_right(project, tmp_path):
+    """`user` added to the config after the file was written: no write is due, the owner changes all
+    the same; never through a symlink, which may lead to a file that is not ours to give away."""
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("app.conf", "victim.conf"):
+        (out / name).write_text("v=1\n")
+        os.chmod(out / name, 0o644)
+    os.symlink("victim.conf", out / "link.conf")
+    cfg = project(KV + """  - {contents: "v=1\\n", destination: out/app.conf, user: 4242, group: 4343, perms: "0600"}
+  - {contents: "v=1\\n", destination: out/link.conf, user: 4242, perms: "0600"}
+""")
+    result = confsync("once", "-c", str(cfg))
+    assert result.returncode == 0, result.stderr
+    assert "wrote" not in result.stderr  # the bytes were right: nothing written, nothing to reload
+    st = os.stat(out / "app.conf")
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (4242, 4343, 0o600)
+    st = os.stat(out / "victim.conf")
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 0, 0o644)
 
 
 @pytest.fixture

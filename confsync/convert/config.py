@@ -232,7 +232,7 @@ def _template(path: Path, index: int, block: dict[str, Any], out: Converted) -> 
         elif key in ("user", "group", "uid", "gid"):  # uid and gid: consul-template 0.28's names
             name = {"uid": "user", "gid": "group"}.get(key, key)
             if key == name or name not in block:
-                spec.options[name] = int(value) if str(value).isdigit() else str(value)
+                spec.options[name] = int(value) if str(value).isascii() and str(value).isdigit() else str(value)
         elif key == "error_on_missing_key":
             spec.notes.append("error_on_missing_key: always on in confsync")
         elif key in ("function_denylist", "function_blacklist", "sandbox_path"):
