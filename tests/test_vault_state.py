@@ -172,6 +172,8 @@ def test_state_options_are_checked(bao, cert_project, tmp_path):
     result = confsync("once", "-c", str(short), "--timeout", "5s", STATE_KEY="short", **root_env(bao))
     assert result.returncode == 2 and "must be at least 32 characters" in result.stderr
     assert "state_key_env STATE_KEY: the key" in result.stderr and "short" not in result.stderr
+    result = confsync("once", "-c", str(short), "--timeout", "5s", **root_env(bao))
+    assert result.returncode == 2 and "state_key_env STATE_KEY: the variable is not set" in result.stderr
     cfg.write_text(cfg.read_text().replace("    state_file: state/vault.state\n", ""))
     result = confsync("check", "-c", str(cfg))
     assert result.returncode == 2 and "state_key_file and state_key_env encrypt state_file" in result.stderr

@@ -82,7 +82,9 @@ def read_key(key_file: Path | None, key_env: str | None) -> bytes | None:
             raise ValueError(f"cannot read {where}: {exc.strerror}") from None
     else:
         where = f"state_key_env {key_env}"
-        text = os.environ.get(key_env or "", "").strip().encode()
+        if key_env not in os.environ:
+            raise ValueError(f"{where}: the variable is not set")
+        text = os.environ[key_env or ""].strip().encode()
     if len(text) < MIN_KEY:
         raise ValueError(f"{where}: the key must be at least {MIN_KEY} characters (openssl rand -base64 32)")
     try:
