@@ -3,6 +3,7 @@ emulator: in process for the values and the requests, through the CLI for what a
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import stat
 import time
@@ -101,6 +102,31 @@ async def test_state_sets_tags_fields_and_near(emu):
         "tagged_addresses": {"lan": {"address": "10.1.0.1", "port": 81}}, "weights": {"passing": 5, "warning": 1},
         "namespace": "", "partition": "", "peer": "", "status": "passing"}
     assert [(c["check_id"], c["status"], c["service_name"]) for c in ok["checks"]] == [("c", "passing", "web")]
+
+
+async def test_connect_follows_the_sidecar_proxies(emu):
+    """consul-template's `connect "web"`: the proxies (and native instances) that serve web over
+    Connect; a proxy's health change reaches the value through the blocking query."""
+    instance(emu, "n1", "web-1", [("c", "passing")])
+    proxy = {"Node": "n1", "Address": "10.0.0.1", "SkipNodeUpdate": True,
+             "Service": {"ID": "web-1-proxy", "Service": "web-sidecar-proxy", "Kind": "connect-proxy", "Port": 21000,
+                         "Proxy": {"DestinationServiceName": "web"}},
+             "Check": {"CheckID": "proxy", "Status": "passing", "ServiceID": "web-1-proxy"}}
+    assert httpx.put(f"{emu.addr}/v1/catalog/register", json=proxy).status_code == 200
+    [d] = calls("consul.service('web', connect=True)")
+    sink = Sink()
+    source = ConsulSource("consul", ConsulOptions(address=emu.addr, wait=30), sink)
+    await source.start()
+    try:
+        source.watch(d)
+        await sink.wait_for(lambda: d in sink.values)
+        assert [(i["id"], i["port"]) for i in sink.values[d]] == [("web-1-proxy", 21000)]
+        assert await asyncio.to_thread(emu.wait_for_blocked, 1)
+        proxy["Check"]["Status"] = "critical"
+        assert httpx.put(f"{emu.addr}/v1/catalog/register", json=proxy).status_code == 200
+        await sink.wait_for(lambda: sink.values[d] == [])
+    finally:
+        await source.close()
 
 
 async def test_nodes_node_datacenters_and_services_in_scope(emu):

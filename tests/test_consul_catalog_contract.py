@@ -79,6 +79,23 @@ def test_dc_near_and_peer_per_call(consul_http: httpx.Client, catalog_scratch) -
     assert peered.status_code == 200 and peered.json() == []
 
 
+def test_health_connect_lists_the_proxies_and_native_instances(consul_http: httpx.Client,
+                                                                catalog_scratch) -> None:
+    svc = catalog_scratch.name("mesh")
+    node = catalog_scratch.name("n")
+    _instance(catalog_scratch, consul_http, node, svc, f"{svc}-plain", [("c1", "passing")])
+    _instance(catalog_scratch, consul_http, node, svc, f"{svc}-native", [("c2", "passing")],
+              Connect={"Native": True})
+    _instance(catalog_scratch, consul_http, node, f"{svc}-sidecar-proxy", f"{svc}-proxy", [("c3", "passing")],
+              Kind="connect-proxy", Proxy={"DestinationServiceName": svc})
+    connect = consul_http.get(f"/v1/health/connect/{svc}").json()
+    assert sorted(e["Service"]["ID"] for e in connect) == [f"{svc}-native", f"{svc}-proxy"]
+    [proxy] = [e["Service"] for e in connect if e["Service"]["ID"] == f"{svc}-proxy"]
+    assert proxy["Kind"] == "connect-proxy" and proxy["Proxy"]["DestinationServiceName"] == svc
+    plain = consul_http.get(f"/v1/health/service/{svc}").json()
+    assert sorted(e["Service"]["ID"] for e in plain) == [f"{svc}-native", f"{svc}-plain"]
+
+
 @pytest.mark.parametrize("param", ["ns", "partition"])
 def test_namespace_and_partition_are_enterprise_only(consul_http: httpx.Client, param: str) -> None:
     """Consul CE refuses them, even "default" (agent/http_ce.go); Consul Enterprise answers."""

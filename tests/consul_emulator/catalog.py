@@ -33,11 +33,16 @@ class CatalogEndpoints:
     def _service_view(svc: dict[str, Any]) -> dict[str, Any]:
         view = {k: svc[k] for k in ("ID", "Service", "Tags", "Address", "Meta", "Port", "Weights",
                                     "EnableTagOverride", "CreateIndex", "ModifyIndex")}
-        if svc["TaggedAddresses"]:
-            view["TaggedAddresses"] = svc["TaggedAddresses"]
+        for key in ("TaggedAddresses", "Kind", "Proxy", "Connect"):
+            if svc[key]:
+                view[key] = svc[key]
         return view
 
-    def _health_service(self, server: Server, method: str, query, body: bytes, name: str) -> Response:
+    def _health_connect(self, server: Server, method: str, query, body: bytes, name: str) -> Response:
+        return self._health_service(server, method, query, body, name, connect=True)
+
+    def _health_service(self, server: Server, method: str, query, body: bytes, name: str,
+                        connect: bool = False) -> Response:
         tags = [t for t in query.get("tag", []) if t]
         passing = bool_param(query, "passing")
         state = self._state
@@ -45,7 +50,7 @@ class CatalogEndpoints:
 
         def build(index: int) -> Response:
             entries = []
-            instances = [] if one(query, "peer") else state.service_instances(name, tags)
+            instances = [] if one(query, "peer") else state.service_instances(name, tags, connect)
             # acl.go `filterCheckServiceNodes`: an instance is kept only with node:read on its node AND
             # service:read on the service; the rest are dropped, silently ([] rather than 403).
             visible = [(n, s) for n, s in instances if access.can("node", n["Node"]) and access.can("service", name)]
@@ -60,7 +65,7 @@ class CatalogEndpoints:
             response.headers.update(access.filtered_header(len(visible) < len(instances)))
             return response
 
-        return self._blocking(server, query, lambda: state.service_report_index(name), build)
+        return self._blocking(server, query, lambda: state.service_report_index(name, connect), build)
 
     def _catalog_service(self, server: Server, method: str, query, body: bytes, name: str) -> Response:
         tags = [t for t in query.get("tag", []) if t]
@@ -170,7 +175,7 @@ class CatalogEndpoints:
             svc = fields(
                 payload["Service"],
                 ("ID", "Service", "Tags", "Address", "Meta", "Port", "Weights", "EnableTagOverride",
-                 "TaggedAddresses"),
+                 "TaggedAddresses", "Kind", "Proxy", "Connect"),
                 what="Service",
             )
             name = expect(svc.get("Service"), str, "Service.Service", "")
@@ -186,6 +191,9 @@ class CatalogEndpoints:
                 "Weights": weights(svc.get("Weights")),
                 "EnableTagOverride": bool(svc.get("EnableTagOverride")),
                 "TaggedAddresses": expect(svc.get("TaggedAddresses"), dict, "Service.TaggedAddresses", {}),
+                "Kind": expect(svc.get("Kind"), str, "Service.Kind", ""),
+                "Proxy": expect(svc.get("Proxy"), dict, "Service.Proxy", {}),
+                "Connect": expect(svc.get("Connect"), dict, "Service.Connect", {}),
             }
         checks = []
         if payload.get("Check") is not None:

@@ -246,6 +246,7 @@ class ConsulEmulator(KVEndpoints, CatalogEndpoints, NodeEndpoints, ConnectEndpoi
         ("GET PUT DELETE", re.compile(r"/v1/kv/(?P<key>.*)"), "_kv", True),
         # Consul takes the whole rest of the path as the name (agent/health_endpoint.go): "a/b" is a name.
         ("GET", re.compile(r"/v1/health/service/(?P<name>.+)"), "_health_service", True),
+        ("GET", re.compile(r"/v1/health/connect/(?P<name>.+)"), "_health_connect", True),
         ("GET", re.compile(r"/v1/catalog/services"), "_catalog_services", True),
         ("GET", re.compile(r"/v1/catalog/service/(?P<name>[^/]+)"), "_catalog_service", True),
         ("GET", re.compile(r"/v1/catalog/datacenters"), "_catalog_datacenters", False),

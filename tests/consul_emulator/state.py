@@ -37,6 +37,7 @@ class State:
         self.checks: dict[tuple[str, str], dict[str, Any]] = {}  # (node, check id)
         self.service_index: dict[str, int] = {}  # service name -> last change to its instances/health
         self.services_table_index = 0  # last change to any service registration
+        self.connect_proxies: dict[str, str] = {}  # proxy service name → the service it fronts (kept)
         self.catalog_index = 0  # last change to anything in the catalog
         self._bootstrap()
 
@@ -178,7 +179,13 @@ class State:
                 "Weights": svc_def.get("Weights") or {"Passing": 1, "Warning": 1},
                 "EnableTagOverride": bool(svc_def.get("EnableTagOverride")),
                 "TaggedAddresses": svc_def.get("TaggedAddresses") or {},
+                "Kind": svc_def.get("Kind") or "",
+                "Proxy": svc_def.get("Proxy") or {},
+                "Connect": svc_def.get("Connect") or {},
             }
+            destination = new["Proxy"].get("DestinationServiceName") if new["Kind"] == "connect-proxy" else None
+            if destination:
+                self.connect_proxies[new["Service"]] = destination
             if old is None or {k: old[k] for k in new} != new:
                 new["CreateIndex"] = old["CreateIndex"] if old else idx
                 new["ModifyIndex"] = idx
@@ -295,10 +302,17 @@ class State:
         have = {t.lower() for t in svc["Tags"]}
         return all(t.lower() in have for t in tags)
 
-    def service_instances(self, name: str, tags: list[str]) -> list[tuple[dict, dict]]:
+    def service_instances(self, name: str, tags: list[str], connect: bool = False) -> list[tuple[dict, dict]]:
+        """The instances of `name`; with `connect`, what serves it over Connect: its sidecar proxies
+        (Kind connect-proxy, Proxy.DestinationServiceName) and its Connect-native instances."""
         out = []
         for (node_name, _sid), svc in sorted(self.services.items()):
-            if svc["Service"] == name and self._has_tags(svc, tags):
+            if connect:
+                serves = (svc["Kind"] == "connect-proxy" and svc["Proxy"].get("DestinationServiceName") == name) or (
+                    svc["Service"] == name and svc["Connect"].get("Native"))
+            else:
+                serves = svc["Service"] == name
+            if serves and self._has_tags(svc, tags):
                 out.append((self.nodes[node_name], svc))
         return out
 
@@ -309,8 +323,10 @@ class State:
             out.setdefault(n, []).append(c)
         return out
 
-    def service_report_index(self, name: str) -> int:
+    def service_report_index(self, name: str, connect: bool = False) -> int:
         """X-Consul-Index for one service: the last change to its instances or
-        their health; for a service never seen, the last catalog change."""
-        watch = self.service_index.get(name, 0)
+        their health (with `connect`, also to its proxies'); for a service never
+        seen, the last catalog change."""
+        names = [name] + ([p for p, d in self.connect_proxies.items() if d == name] if connect else [])
+        watch = max(self.service_index.get(n, 0) for n in names)
         return watch if watch > 0 else max(1, self.catalog_index)

@@ -26,7 +26,7 @@ def request(dep: Dep, node_name: str) -> tuple[str, list[tuple[str, str]]]:
         if args.get("state") == ("passing",):
             params.append(("passing", "1"))  # the others are filtered here, on the aggregated status
         params += [("tag", t) for t in args.get("tag", ())]
-        return f"/v1/health/service/{dep.path}", params
+        return f"/v1/health/{'connect' if args.get('connect') else 'service'}/{dep.path}", params
     if dep.kind == "node":
         return f"/v1/catalog/node/{dep.path or node_name}", params
     return {"services": "/v1/catalog/services", "nodes": "/v1/catalog/nodes",

@@ -36,11 +36,15 @@ class ConsulFunctions(Functions):
 
     def service(self, name: str, tag: str | list[str] | None = None, state: str | list[str] | None = None,
                 passing: bool | None = None, near: str | None = None, dc: str | None = None, ns: str | None = None,
-                partition: str | None = None, peer: str | None = None) -> Any:
-        """The instances of a service, each a dict of every field of consul-template's HealthService."""
+                partition: str | None = None, peer: str | None = None, connect: bool = False) -> Any:
+        """The instances of a service, each a dict of every field of consul-template's HealthService;
+        with `connect`, what serves it over Connect (its sidecar proxies, its native instances), as
+        consul-template's `connect "name"`."""
         states = _states(self._source, state, passing)
         tags = _tags(self._source, tag)
-        scope = self._scope("service", dc=dc, ns=ns, partition=partition, peer=peer, near=near)
+        scope: dict[str, Any] = self._scope("service", dc=dc, ns=ns, partition=partition, peer=peer, near=near)
+        if connect:
+            scope["connect"] = True
         return self._lookup(self._dep("service", name, tag=tags, state=states, **scope), ABSENT)
 
     def services(self, dc: str | None = None, ns: str | None = None, partition: str | None = None,
