@@ -43,7 +43,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import project as projects  # noqa: E402
-from bench.backends import Backend, EtcdBackend, Unavailable, running  # noqa: E402
+from bench.backends import Backend, EtcdBackend, Unavailable, VaultBackend  # noqa: E402
 from bench.project import Confsync, Project, env, key, terminate  # noqa: E402
 from bench.stats import median, summary  # noqa: E402
 
@@ -136,6 +136,14 @@ class Confd(Peer):
         return [self.binary, "-onetime" if once else "-watch", "-backend", "etcdv3",
                 "-node", backend.server.url, "-confdir", str(directory),  # type: ignore[attr-defined]
                 "-log-level", "warn"]
+
+
+class DirectVault(VaultBackend):
+    """OpenBao with confsync talking to the server itself, as the agent does, not through the
+    bench's request-counting relay (a Python proxy, whose delay would be charged to confsync)."""
+
+    def source_yaml(self) -> str:
+        return super().source_yaml().replace(f":{self.proxy.port}", f":{self.port}")
 
 
 class SlashedEtcd(EtcdBackend):
@@ -435,8 +443,11 @@ def _at_hand(name: str, binary: str | None, results: dict[str, Any]) -> Peer | N
 def _vault(peer: Peer, tmp: Path, quick: bool) -> dict[str, Any]:
     runs, rounds, writes, settle = (3, 2, 10, 1.0) if quick else (10, 4, 25, 5.0)
     found: dict[str, Any] = {"one_shot": {}, "memory": {}}
-    with running("vault") as backend:
-        backend.interval = 1.0  # type: ignore[attr-defined]  # confsync re-reads every second, as the agent
+    backend = DirectVault()
+    backend.check()
+    backend.interval = 1.0  # confsync re-reads every second, as the agent
+    try:
+        backend.start()
         for size in SIZES:
             project = Project(tmp / f"vault-{size}", backend, templates=size)
             project.seed()
@@ -447,6 +458,8 @@ def _vault(peer: Peer, tmp: Path, quick: bool) -> dict[str, Any]:
             if size == 1:
                 print("[peers] vault: propagation…", flush=True)
                 found["propagation"] = propagation(peer, project, backend, writes, rounds)
+    finally:
+        backend.close()
     return found
 
 

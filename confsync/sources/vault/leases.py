@@ -35,6 +35,7 @@ class LeaseKeeping:
     _denied: dict[Dep, str]
     _expiry: dict[Dep, float]
     _mounts: dict[str, Mount]
+    _mount_lookups: dict[str, asyncio.Future[None]]
     _state: State
 
     async def _call(self, fn: Any, *args: Any, redact: tuple[str, ...] = (), **kwargs: Any) -> Any:
@@ -180,13 +181,25 @@ class LeaseKeeping:
     async def _mount_of(self, path: str) -> Mount | None:
         """The mount holding `path`, from the cache or asked once; None when it cannot be told (the
         read that follows then says why)."""
+        # Secrets asked for together mostly share a mount: while one lookup under the same first
+        # segment is under way the others wait for it, so that 100 templates cost one lookup, not
+        # 100 (issue 16). What it does not answer each then asks for itself.
+        top = path.split("/", 1)[0]
+        if top in self._mount_lookups:
+            await asyncio.shield(self._mount_lookups[top])
         known = [m for p, m in self._mounts.items() if (path + "/").startswith(p)]
         if known:
             return max(known, key=lambda m: len(m.path))
+        first = top not in self._mount_lookups
+        if first:
+            self._mount_lookups[top] = asyncio.get_running_loop().create_future()
         try:
             body = await self._call(self._client.adapter.get, f"/v1/sys/internal/ui/mounts/{path}")
         except Refused:
             return None
+        finally:
+            if first:
+                self._mount_lookups.pop(top).set_result(None)
         data = (body.get("data") or {}) if isinstance(body, dict) else {}
         if not data.get("path"):
             return None

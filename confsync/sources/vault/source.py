@@ -61,6 +61,7 @@ class VaultSource(LeaseKeeping):
         self._tasks: dict[Dep, asyncio.Task[None]] = {}
         self._auth_task: asyncio.Task[None] | None = None
         self._mounts: dict[str, Mount] = {}
+        self._mount_lookups: dict[str, asyncio.Future[None]] = {}  # first path segment → lookup under way
         self._ready = asyncio.Event()  # logged in, and the server answers
         self._check = asyncio.Event()  # a watcher saw trouble: the auth task looks again
         self._last_token = ""  # the token last logged in with (the client's is "" while none is good)
