@@ -23,7 +23,7 @@ def request(dep: Dep, node_name: str) -> tuple[str, list[tuple[str, str]]]:
     # The name goes into the path as it is: py-consul quotes all but "/" and ":", and Consul takes the
     # whole rest of the path as the name (agent/health_endpoint.go), so "a/b" is the service "a/b".
     if dep.kind == "service":
-        if args.get("state") == ("passing",):
+        if args.get("state", ("passing",)) == ("passing",):
             params.append(("passing", "1"))  # the others are filtered here, on the aggregated status
         params += [("tag", t) for t in args.get("tag", ())]
         return f"/v1/health/{'connect' if args.get('connect') else 'service'}/{dep.path}", params

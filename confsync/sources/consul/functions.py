@@ -45,7 +45,11 @@ class ConsulFunctions(Functions):
         scope: dict[str, Any] = self._scope("service", dc=dc, ns=ns, partition=partition, peer=peer, near=near)
         if connect:
             scope["connect"] = True
-        return self._lookup(self._dep("service", name, tag=tags, state=states, **scope), ABSENT)
+        if tags:
+            scope["tag"] = tags
+        if states != ("passing",):  # the default stays out of the dependency's name in messages
+            scope["state"] = states
+        return self._lookup(self._dep("service", name, **scope), ABSENT)
 
     def services(self, dc: str | None = None, ns: str | None = None, partition: str | None = None,
                  peer: str | None = None) -> Any:
