@@ -2,8 +2,10 @@
 
     config.py      consul-template's HCL/JSON config → confsync's config keys
     gotemplate.py  Go's text/template → a tree
-    emit.py        the tree → Jinja2 that renders the same bytes (values.py: what each value is;
-                   functions.py: consul-template's functions; printf.py: Go's verbs)
+    emit.py        the tree's statements and pipelines → Jinja2 that renders the same bytes
+                   (values.py: what each value is; builtins.py: Go's functions; functions.py:
+                   consul-template's; fields.py: .Field and index; printf.py: Go's verbs;
+                   assemble.py: the text and Go's trimming as Jinja2's)
     report.py      what was converted, what was refused and where
 
 A template with anything that cannot be translated exactly is not written: the others are, and

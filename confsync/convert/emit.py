@@ -1,9 +1,10 @@
 """Go template tree → Jinja2 text that renders the same bytes, or the refusals that prevent it.
 
 The translation is typed (values.py): the emitter knows what each expression is, so it prints,
-compares and iterates it the way Go would, and refuses what it cannot match. Go's `{{-`/`-}}`
-become Jinja2's `-` markers where Jinja2 would strip exactly the same characters; elsewhere the
-text is written already trimmed.
+compares and iterates it the way Go would, and refuses what it cannot match. This module walks the
+statements (actions, if/with/range, variables, template calls) and pipelines; Go's built-in
+functions are in builtins.py, consul-template's in functions.py, fields and indexing in fields.py,
+and the text and trimming markers are put together by assemble.py.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from dataclasses import dataclass, field
 
 from confsync.configtemplate import Delimiters
 from confsync.convert import functions
+from confsync.convert.assemble import Tag, assemble
+from confsync.convert.builtins import BUILTINS, STRUCTS, truth
+from confsync.convert.fields import field_of
 from confsync.convert.gotemplate import (
     Action,
     Arg,
@@ -34,14 +38,12 @@ from confsync.convert.gotemplate import (
     Variable,
     parse,
 )
-from confsync.convert.values import GO_PRINTED, PRINTABLE, Refusal, Value, jinja_string, literal, unique
+from confsync.convert.values import GO_PRINTED, PRINTABLE, Cascade, Refusal, Value, is_name, literal, paren, unique
 
 RESERVED = {"consul", "vault", "env", "loop", "range", "dict", "lipsum", "cycler", "joiner", "namespace", "self",
             "super", "varargs", "kwargs", "caller", "true", "false", "none", "True", "False", "None", "and", "or",
             "not", "in", "is", "if", "else", "elif", "for", "recursive", "import", "from", "as", "with", "without",
             "context", "ignore", "missing", "block", "extends", "macro", "call", "set", "filter", "raw", "include"}
-
-_KV_V2 = re.compile(r"^[^/]+/data/.")  # a KV v2 read written the way consul-template reads it
 
 
 def jinja_delimiters(left: str, right: str) -> Delimiters | None:
@@ -54,25 +56,9 @@ def jinja_delimiters(left: str, right: str) -> Delimiters | None:
 
 
 @dataclass
-class _Tag:
-    open: str  # "{%" or "{{": a block or a variable, written with the template's delimiters
-    body: str
-    strip_before: bool = False
-    strip_after: bool = False
-
-    def text(self, delimiters: Delimiters) -> str:
-        start, end = delimiters.block if self.open == "{%" else delimiters.variable
-        return f"{start}{'-' if self.strip_before else ''} {self.body} {'-' if self.strip_after else ''}{end}"
-
-
-@dataclass
 class _Var:
     value: Value
     loop_depth: int
-
-
-class _Cascade(Refusal):
-    """A use of something already refused: not reported twice."""
 
 
 @dataclass
@@ -86,7 +72,7 @@ class Emitter:
     def __init__(self, parsed: Parsed, delimiters: Delimiters) -> None:
         self.parsed = parsed
         self.delimiters = delimiters
-        self.pieces: list[Text | _Tag] = []
+        self.pieces: list[Text | Tag] = []
         self.refusals: list[Refusal] = []
         self.scopes: list[_Scope] = [_Scope(None, None)]
         self.loop_depth = 0
@@ -97,13 +83,13 @@ class Emitter:
 
     def run(self) -> str | None:
         self.nodes(self.parsed.body)
-        return None if self.refusals else _assemble(self.pieces, self.delimiters)
+        return None if self.refusals else assemble(self.pieces, self.delimiters)
 
     def nodes(self, nodes: list[Node]) -> None:
         for node in nodes:
             try:
                 self.node(node)
-            except _Cascade:
+            except Cascade:
                 pass
             except Refusal as exc:
                 self.refusals.append(exc)
@@ -121,7 +107,7 @@ class Emitter:
             raise Refusal(node.pos, f"{{{{{node.what}}}}}: Jinja2's loop controls are not enabled in confsync")
 
     def tag(self, body: str, open: str = "{%") -> None:
-        self.pieces.append(_Tag(open, body))
+        self.pieces.append(Tag(open, body))
 
     # -- scopes and variables -------------------------------------------------------------------
 
@@ -192,11 +178,11 @@ class Emitter:
 
     def printed(self, value: Value, pos: Pos) -> str:
         if value.kind == "error":
-            raise _Cascade(pos, "")
+            raise Cascade(pos, "")
         if value.kind in PRINTABLE:
             return value.code
         if value.kind in GO_PRINTED:
-            return f"{_paren(value.code)} | go_print"
+            return f"{paren(value.code)} | go_print"
         raise Refusal(pos, f"printing a {value.kind} value: Go prints its internal representation")
 
     # -- control structures ---------------------------------------------------------------------
@@ -206,7 +192,7 @@ class Emitter:
         try:
             cond = self.condition(node.pipe, node.pos)
         except Refusal as exc:
-            if not isinstance(exc, _Cascade):
+            if not isinstance(exc, Cascade):
                 self.refusals.append(exc)
             cond = "false"
 
@@ -231,11 +217,9 @@ class Emitter:
             if len(pipe.decl) > 1 or pipe.assign:
                 raise Refusal(pos, "only `$x :=` is translated in a condition")
             value = self.bind(pipe.decl[0], value, pos)
-        if value.kind in ("kvpair", "snippet", "service", "secret", "secretdata", "error"):
-            if value.kind == "error":
-                raise _Cascade(pos, "")
-            return "true"  # a struct or a non-nil pointer: always true in Go
-        return value.code
+        if value.kind == "error":
+            raise Cascade(pos, "")
+        return truth(value)  # a struct or a non-nil pointer: always true in Go
 
     def branch_with(self, node: Branch) -> None:
         self.scopes.append(_Scope(self.scope.dot, self.scope.root))
@@ -244,11 +228,11 @@ class Emitter:
             if len(node.pipe.decl) > 1 or node.pipe.assign:
                 raise Refusal(node.pos, "only `$x :=` is translated in with")
             value = self.bind(node.pipe.decl[0], value, node.pos)
-        elif value.kind not in ("kvpair", "snippet") and not _is_name(value.code):
+        elif value.kind not in ("kvpair", "snippet") and not is_name(value.code):
             jname = self.fresh({"secret": "secret", "services": "instances"}.get(value.kind, "it"))
             self.tag(f"set {jname} = {value.code}")
             value = Value(jname, value.kind, value.extra, value.nonneg)
-        always = value.kind in ("secret", "secretdata", "service", "kvpair", "snippet")
+        always = value.kind in STRUCTS
         if not always:
             self.tag(f"if {value.code}")
         self.scope.dot = value
@@ -308,7 +292,7 @@ class Emitter:
             return name, v.code, elem, None
         if k in ("kvlist", "snippets"):
             key_name, value_name = names("key", "value") if k == "kvlist" else names("name", "tags")
-            iterable = f"{_paren(v.code)} | dictsort(true)"
+            iterable = f"{paren(v.code)} | dictsort(true)"
             if v.extra == ("ls",):
                 iterable += f' if "/" not in {key_name}'
             kind = "kvpair" if k == "kvlist" else "snippet"
@@ -319,10 +303,10 @@ class Emitter:
             elem_kind = elem_kinds[k]
             elem = Value(value_name, elem_kind) if elem_kind != "kvpair" else \
                 Value("", "kvpair", (key_name, value_name))
-            return (f"{key_name}, {value_name}", f"{_paren(v.code)} | dictsort(true)", elem,
+            return (f"{key_name}, {value_name}", f"{paren(v.code)} | dictsort(true)", elem,
                     Value(key_name, "str"))
         if k == "error":
-            raise _Cascade(pos, "")
+            raise Cascade(pos, "")
         raise Refusal(pos, f"range over a {k} value: its Go iteration order or element type is not known")
 
     def call(self, node: Call) -> None:
@@ -332,7 +316,7 @@ class Emitter:
         if node.name in self.calls:
             raise Refusal(node.pos, f"template {node.name!r} calls itself")
         dot = self.pipe(node.pipe) if node.pipe else None
-        if dot is not None and not _is_name(dot.code) and dot.kind not in ("kvpair", "snippet"):
+        if dot is not None and not is_name(dot.code) and dot.kind not in ("kvpair", "snippet"):
             jname = self.fresh("it")
             self.tag(f"set {jname} = {dot.code}")
             dot = Value(jname, dot.kind, dot.extra, dot.nonneg)
@@ -398,11 +382,8 @@ class Emitter:
 
     def function(self, name: str, args: list[Value], pos: Pos) -> Value:
         if any(a.kind == "error" for a in args):
-            raise _Cascade(pos, "")
-        builtin = getattr(self, f"builtin_{name}", None)
-        if builtin is not None:
-            return builtin(args, pos)  # type: ignore[no-any-return]
-        translator = functions.TRANSLATORS.get(name)
+            raise Cascade(pos, "")
+        translator = BUILTINS.get(name) or functions.TRANSLATORS.get(name)
         if translator is not None:
             return translator(args, pos)
         if name in functions.REFUSED:
@@ -410,234 +391,6 @@ class Emitter:
         if name.startswith("sprig_"):
             raise Refusal(pos, f"{name}: the sprig functions are not translated")
         raise Refusal(pos, f"unknown function {name!r}")
-
-    # -- Go's built-in functions (text/template funcs.go) ----------------------------------------
-
-    def builtin_and(self, args: list[Value], pos: Pos) -> Value:
-        return _logic("and", args, pos)
-
-    def builtin_or(self, args: list[Value], pos: Pos) -> Value:
-        return _logic("or", args, pos)
-
-    def builtin_not(self, args: list[Value], pos: Pos) -> Value:
-        if len(args) != 1:
-            raise Refusal(pos, "not takes one argument")
-        return Value(f"(not {_truth(args[0])})", "bool")
-
-    def builtin_eq(self, args: list[Value], pos: Pos) -> Value:
-        if len(args) < 2:
-            raise Refusal(pos, "eq needs at least two arguments")
-        args = _as_strings(args)
-        for other in args[1:]:
-            _comparable(args[0], other, pos, "eq", {"str", "int", "bool"})
-        return Value("(" + " or ".join(f"{args[0].code} == {o.code}" for o in args[1:]) + ")", "bool")
-
-    def _compare(self, op: str, name: str, kinds: set[str], args: list[Value], pos: Pos) -> Value:
-        if len(args) != 2:
-            raise Refusal(pos, f"{name} takes two arguments")
-        args = _as_strings(args)
-        _comparable(args[0], args[1], pos, name, kinds)
-        return Value(f"({args[0].code} {op} {args[1].code})", "bool")
-
-    def builtin_ne(self, args: list[Value], pos: Pos) -> Value:
-        return self._compare("!=", "ne", {"str", "int", "bool"}, args, pos)
-
-    def builtin_lt(self, args: list[Value], pos: Pos) -> Value:
-        return self._compare("<", "lt", {"str", "int"}, args, pos)
-
-    def builtin_le(self, args: list[Value], pos: Pos) -> Value:
-        return self._compare("<=", "le", {"str", "int"}, args, pos)
-
-    def builtin_gt(self, args: list[Value], pos: Pos) -> Value:
-        return self._compare(">", "gt", {"str", "int"}, args, pos)
-
-    def builtin_ge(self, args: list[Value], pos: Pos) -> Value:
-        return self._compare(">=", "ge", {"str", "int"}, args, pos)
-
-    def builtin_len(self, args: list[Value], pos: Pos) -> Value:
-        if len(args) != 1:
-            raise Refusal(pos, "len takes one argument")
-        v = args[0]
-        if v.kind == "str":  # Go counts bytes
-            return Value(f"({_paren(v.code)}.encode() | length)", "int", nonneg=True)
-        if v.kind in ("strlist", "services", "strmap", "anymap", "json", "bytag", "bykey", "pairmap", "snippets") \
-                or (v.kind == "kvlist" and not v.extra):
-            return Value(f"({_paren(v.code)} | length)", "int", nonneg=True)
-        raise Refusal(pos, f"len of a {v.kind} value")
-
-    def builtin_index(self, args: list[Value], pos: Pos) -> Value:
-        if not args:
-            raise Refusal(pos, "index needs an argument")
-        value = args[0]
-        for k in args[1:]:
-            value = index_of(value, k, pos)
-        return value
-
-    def builtin_printf(self, args: list[Value], pos: Pos) -> Value:
-        from confsync.convert.printf import translate
-
-        if not args:
-            raise Refusal(pos, "printf needs a format")
-        fmt = args[0]
-        if not fmt.is_literal or not isinstance(fmt.literal, str):
-            raise Refusal(pos, "printf's format must be a string literal to be translated")
-        return translate(fmt.literal, args[1:], pos)
-
-
-def field_of(value: Value, name: str, pos: Pos) -> Value:
-    k, code = value.kind, value.code
-    if k == "service":
-        fields = {"Address": ("address", "str"), "Port": ("port", "int"), "Node": ("node", "str"),
-                  "ID": ("id", "str"), "Tags": ("tags", "strlist"), "ServiceMeta": ("meta", "strmap"),
-                  "Name": ("name", "str"), "Status": ("status", "str")}
-        if name not in fields:
-            raise Refusal(pos, f".{name} of a service: translated are Address, Port, Node, ID, Name, Tags, Status "
-                               "and ServiceMeta")
-        attr, kind = fields[name]
-        if name == "Tags":  # consul-template sorts them (dependency.go deepCopyAndSortTags)
-            return Value(f"({code}.tags | sort(case_sensitive=true))", kind)
-        return Value(f"{code}.{attr}", kind, nonneg=name == "Port")
-    if k == "kvpair":
-        if name not in ("Key", "Value"):
-            raise Refusal(pos, f".{name} of a key pair: only .Key and .Value are translated")
-        return Value(value.extra[0] if name == "Key" else value.extra[1], "str")
-    if k == "snippet":
-        if name not in ("Name", "Tags"):
-            raise Refusal(pos, f".{name} of a catalog service: only .Name and .Tags are translated")
-        return Value(value.extra[0], "str") if name == "Name" else Value(value.extra[1], "strlist")
-    if k == "secret":
-        if name != "Data":
-            raise Refusal(pos, f".{name} of a secret: only .Data is translated (confsync keeps leases to itself)")
-        # KV v2 wraps the fields in data (and metadata); everything else is the fields themselves
-        return Value(code, "secretdata" if _KV_V2.match(value.extra[0]) else "anymap", value.extra)
-    if k == "secretdata":
-        if name == "data":
-            return Value(code, "anymap")
-        raise Refusal(pos, f".Data.{name} of a KV v2 secret: only .Data.data is translated")
-    if k in ("anymap", "any", "json", "strmap", "bytag", "bykey", "pairmap"):
-        elem = {"anymap": "any", "any": "any", "json": "json", "strmap": "str", "bytag": "services",
-                "bykey": "pairmap", "pairmap": "kvpair"}[k]
-        if elem == "kvpair":
-            raise Refusal(pos, f".{name} of a byKey group")
-        return Value(f"{_paren(code)}[{jinja_string(name)}]", elem)
-    if k == "error":
-        raise _Cascade(pos, "")
-    raise Refusal(pos, f".{name} of a {k} value")
-
-
-def index_of(value: Value, key: Value, pos: Pos) -> Value:
-    k = value.kind
-    if k in ("strmap", "bytag") and key.kind == "str":
-        zero = '""' if k == "strmap" else "[]"  # Go's index gives the zero value for a missing key
-        return Value(f"{_paren(value.code)}.get({key.code}, {zero})", "str" if k == "strmap" else "services")
-    if k in ("anymap", "json", "any") and key.kind in ("str", "int"):
-        return Value(f"{_paren(value.code)}[{key.code}]", "json" if k == "json" else "any")
-    if k in ("strlist", "services") and key.kind == "int" and key.nonneg:
-        return Value(f"{_paren(value.code)}[{key.code}]", "str" if k == "strlist" else "service")
-    if k == "error":
-        raise _Cascade(pos, "")
-    raise Refusal(pos, f"index of a {k} value by a {key.kind}")
-
-
-def _logic(op: str, args: list[Value], pos: Pos) -> Value:
-    if len(args) < 2:
-        raise Refusal(pos, f"{op} needs at least two arguments")
-    kinds = {a.kind for a in args}
-    kind = kinds.pop() if len(kinds) == 1 else "any"
-    if kind == "any" and not all(a.kind in PRINTABLE | GO_PRINTED for a in args):
-        kind = "mixed"
-    # Go's and/or return an operand (the first false / true one, or the last), as Python's do
-    return Value("(" + f" {op} ".join(_truth(a) for a in args) + ")", kind)
-
-
-def _truth(v: Value) -> str:
-    if v.kind in ("kvpair", "snippet", "service", "secret", "secretdata"):
-        return "true"
-    return v.code
-
-
-def _as_strings(args: list[Value]) -> list[Value]:
-    """A Vault field compared with a string: Go compares it if it holds a string (else fails)."""
-    if not any(a.kind == "str" for a in args):
-        return args
-    return [Value(f"({a.code} | go_str)", "str") if a.kind == "any" else a for a in args]
-
-
-def _comparable(a: Value, b: Value, pos: Pos, name: str, kinds: set[str]) -> None:
-    if a.kind == "error" or b.kind == "error":
-        raise _Cascade(pos, "")
-    if a.kind != b.kind or a.kind not in kinds:
-        raise Refusal(pos, f"{name} of a {a.kind} and a {b.kind}: Go compares only basic values of one kind "
-                           "(and fails where Jinja2 would say false)")
-
-
-def _paren(code: str) -> str:
-    return code if _is_name(code) or re.fullmatch(r"[\w.]+\(.*\)|\(.*\)", code) else f"({code})"
-
-
-def _is_name(code: str) -> bool:
-    return bool(re.fullmatch(r"[A-Za-z_]\w*(\.\w+)*", code))
-
-
-# -- text and markers ---------------------------------------------------------------------------
-
-
-def _escape(text: str, following: str, delimiters: Delimiters) -> str:
-    """Literal text as Jinja2 template data: no delimiter may start in it, nor across its end into
-    `following` (what comes next in the output), and CR survives (Jinja2 would read it as LF)."""
-    starts = (delimiters.variable[0], delimiters.block[0], delimiters.comment[0])
-    window = max(map(len, starts))
-    out: list[str] = []
-    ahead = following[:window]  # the start of what is written after the character in hand
-    for ch in reversed(text):
-        piece = ch
-        if ch == "\r" or any((ch + ahead).startswith(start) for start in starts):
-            piece = f"{delimiters.variable[0]} {jinja_string(ch)} {delimiters.variable[1]}"
-        out.append(piece)
-        ahead = (piece + ahead)[:window]
-    return "".join(reversed(out))
-
-
-def _merge_texts(pieces: list[Text | _Tag]) -> list[Text | _Tag]:
-    """Texts left side by side (a comment was dropped between them) as one: what Jinja2's `-`
-    would strip is the white space around both together."""
-    merged: list[Text | _Tag] = []
-    for piece in pieces:
-        last = merged[-1] if merged else None
-        if isinstance(piece, Text) and isinstance(last, Text):
-            merged[-1] = Text(last.text + piece.text, last.pos, last.cut_left, piece.cut_right)
-        else:
-            merged.append(piece)
-    return merged
-
-
-def _assemble(pieces: list[Text | _Tag], delimiters: Delimiters) -> str:
-    pieces = _merge_texts(pieces)
-    texts: dict[int, str] = {}
-    for i, piece in enumerate(pieces):
-        if isinstance(piece, _Tag):
-            continue
-        before = pieces[i - 1] if i else None
-        after = pieces[i + 1] if i + 1 < len(pieces) else None
-        prev = before if isinstance(before, _Tag) else None
-        nxt = after if isinstance(after, _Tag) else None
-        kept = piece.text
-        # Jinja2's `-` strips every Unicode space (str.isspace); Go's only " \t\r\n": keep the marker
-        # where the two agree, else write the text already trimmed.
-        if piece.cut_left and prev is not None and not (kept[:1].isspace()):
-            prev.strip_after = True
-            piece_left = piece.cut_left
-        else:
-            piece_left = ""
-        if piece.cut_right and nxt is not None and not (kept[-1:].isspace()):
-            nxt.strip_before = True
-            piece_right = piece.cut_right
-        else:
-            piece_right = ""
-        # the cut white space stays raw (CR included): Jinja2's `-` strips it whole
-        following = piece_right or (nxt.text(delimiters) if nxt is not None else "")
-        texts[i] = piece_left + _escape(kept, following, delimiters) + piece_right
-    return "".join(p.text(delimiters) if isinstance(p, _Tag) else texts[i] for i, p in enumerate(pieces))
 
 
 def convert_template(source: str, left: str = "{{", right: str = "}}") -> tuple[str | None, list[Refusal]]:

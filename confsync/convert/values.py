@@ -8,6 +8,7 @@ refused where it is used, not guessed.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 from confsync.convert.gotemplate import Pos
@@ -46,6 +47,10 @@ class Refusal(Exception):
     def __init__(self, pos: Pos, reason: str) -> None:
         super().__init__(reason)
         self.pos, self.reason = pos, reason
+
+
+class Cascade(Refusal):
+    """A use of something already refused: not reported twice."""
 
 
 def jinja_string(text: str) -> str:
@@ -89,3 +94,12 @@ def unique(base: str, used: set[str], sep: str) -> str:
         name = f"{base}{sep}{n}"
     used.add(name)
     return name
+
+
+def paren(code: str) -> str:
+    """`code` as an operand: in parentheses unless it is a name, a call or already in them."""
+    return code if is_name(code) or re.fullmatch(r"[\w.]+\(.*\)|\(.*\)", code) else f"({code})"
+
+
+def is_name(code: str) -> bool:
+    return bool(re.fullmatch(r"[A-Za-z_]\w*(\.\w+)*", code))

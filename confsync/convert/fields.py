@@ -1,0 +1,67 @@
+"""A Go value's fields (`.Name`) and elements (`index`) as Jinja2 expressions, by the value's kind
+(values.py): only what consul-template's structs hold and confsync's values give the same way.
+"""
+
+from __future__ import annotations
+
+import re
+
+from confsync.convert.gotemplate import Pos
+from confsync.convert.values import Cascade, Refusal, Value, jinja_string, paren
+
+_KV_V2 = re.compile(r"^[^/]+/data/.")  # a KV v2 read written the way consul-template reads it
+
+
+def field_of(value: Value, name: str, pos: Pos) -> Value:
+    k, code = value.kind, value.code
+    if k == "service":
+        fields = {"Address": ("address", "str"), "Port": ("port", "int"), "Node": ("node", "str"),
+                  "ID": ("id", "str"), "Tags": ("tags", "strlist"), "ServiceMeta": ("meta", "strmap"),
+                  "Name": ("name", "str"), "Status": ("status", "str")}
+        if name not in fields:
+            raise Refusal(pos, f".{name} of a service: translated are Address, Port, Node, ID, Name, Tags, Status "
+                               "and ServiceMeta")
+        attr, kind = fields[name]
+        if name == "Tags":  # consul-template sorts them (dependency.go deepCopyAndSortTags)
+            return Value(f"({code}.tags | sort(case_sensitive=true))", kind)
+        return Value(f"{code}.{attr}", kind, nonneg=name == "Port")
+    if k == "kvpair":
+        if name not in ("Key", "Value"):
+            raise Refusal(pos, f".{name} of a key pair: only .Key and .Value are translated")
+        return Value(value.extra[0] if name == "Key" else value.extra[1], "str")
+    if k == "snippet":
+        if name not in ("Name", "Tags"):
+            raise Refusal(pos, f".{name} of a catalog service: only .Name and .Tags are translated")
+        return Value(value.extra[0], "str") if name == "Name" else Value(value.extra[1], "strlist")
+    if k == "secret":
+        if name != "Data":
+            raise Refusal(pos, f".{name} of a secret: only .Data is translated (confsync keeps leases to itself)")
+        # KV v2 wraps the fields in data (and metadata); everything else is the fields themselves
+        return Value(code, "secretdata" if _KV_V2.match(value.extra[0]) else "anymap", value.extra)
+    if k == "secretdata":
+        if name == "data":
+            return Value(code, "anymap")
+        raise Refusal(pos, f".Data.{name} of a KV v2 secret: only .Data.data is translated")
+    if k in ("anymap", "any", "json", "strmap", "bytag", "bykey", "pairmap"):
+        elem = {"anymap": "any", "any": "any", "json": "json", "strmap": "str", "bytag": "services",
+                "bykey": "pairmap", "pairmap": "kvpair"}[k]
+        if elem == "kvpair":
+            raise Refusal(pos, f".{name} of a byKey group")
+        return Value(f"{paren(code)}[{jinja_string(name)}]", elem)
+    if k == "error":
+        raise Cascade(pos, "")
+    raise Refusal(pos, f".{name} of a {k} value")
+
+
+def index_of(value: Value, key: Value, pos: Pos) -> Value:
+    k = value.kind
+    if k in ("strmap", "bytag") and key.kind == "str":
+        zero = '""' if k == "strmap" else "[]"  # Go's index gives the zero value for a missing key
+        return Value(f"{paren(value.code)}.get({key.code}, {zero})", "str" if k == "strmap" else "services")
+    if k in ("anymap", "json", "any") and key.kind in ("str", "int"):
+        return Value(f"{paren(value.code)}[{key.code}]", "json" if k == "json" else "any")
+    if k in ("strlist", "services") and key.kind == "int" and key.nonneg:
+        return Value(f"{paren(value.code)}[{key.code}]", "str" if k == "strlist" else "service")
+    if k == "error":
+        raise Cascade(pos, "")
+    raise Refusal(pos, f"index of a {k} value by a {key.kind}")
