@@ -120,6 +120,15 @@ def go_kv_path(path: str) -> str:
     return path
 
 
+def go_vault_path(path: str) -> str:
+    """A Vault path computed at render time, trimmed as consul-template trims it (white space,
+    then every leading and trailing "/"); nothing left fails the render, as it fails there."""
+    trimmed = path.strip(GO_SPACE).strip("/") if isinstance(path, str) else ""
+    if not trimmed:
+        raise ValueError(f"a Vault path {path!r} that consul-template refuses")
+    return trimmed
+
+
 def go_trim(text: str) -> str:
     return text.strip(GO_SPACE)
 
@@ -225,5 +234,5 @@ def explode(tree: Mapping[str, str]) -> dict[str, Any]:
     return out
 
 
-FILTERS = {f.__name__: f for f in (go_print, go_json, go_str, go_quote, go_kv_path, go_trim, go_split, go_indent,
-                                   go_b64encode, go_b64decode, go_lower, go_upper, by_tag, by_key, explode)}
+FILTERS = {f.__name__: f for f in (go_print, go_json, go_str, go_quote, go_kv_path, go_vault_path, go_trim, go_split,
+                                   go_indent, go_b64encode, go_b64decode, go_lower, go_upper, by_tag, by_key, explode)}

@@ -39,6 +39,8 @@ def _convert(tmp_path: Path, templates: dict[str, str], extra: str = "") -> tupl
     ('{{ service "web?ns=a" }}', "1:4", "not understood"),
     ('{{ key "app/" }}', "1:4", "strips the leading and trailing /"),
     ('{{ key 5 }}', "1:4", "key's path: expects str"),
+    ('{{ range secrets "kv1" }}{{ with secret (printf "kv1/%s" .) }}{{ .Data.x }}{{ end }}{{ end }}', "1:66",
+     "whether it is KV v2 (.Data.data) cannot be told"),
 ])
 def test_refusals_name_file_line_column_and_reason(tmp_path: Path, text: str, where: str, reason: str) -> None:
     code, out, conv = _convert(tmp_path, {"bad.ctmpl": text, "good.ctmpl": '{{ key "a" }}\n'})

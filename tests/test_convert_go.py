@@ -57,11 +57,17 @@ SERVICES = [  # node, node address, service id, name, port, tags, service addres
 CERT = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUQ\nZm9vYmFy\n-----END CERTIFICATE-----"
 SECRETS_V2 = {  # KV version 2 at the dev server's secret/
     "app": {"user": "app", "password": "s3cr&t<>", "port": 5432, "enabled": True},
+    "users/bob": {"name": "Bob", "password": "b0b"},
+    "users/alice": {"name": "Alice", "password": "a1ice"},
+    "users/ops/carol": {"name": "Carol", "password": "c4rol"},
     "certs/web": {"certificate": CERT, "ca_chain": [CERT],
                   "private_key": "-----BEGIN EC PRIVATE KEY-----\nabc\n-----END EC PRIVATE KEY-----"},
 }
 SECRETS_V1 = {"kv1/db": {"username": "dbuser", "password": "p@ss:word/1"}}
-SECRET_READS = ["secret/data/app", "secret/data/certs/web", "kv1/db"]
+SECRET_READS = ["secret/data/app", "secret/data/certs/web", "kv1/db", "secret/data/users/alice",
+                "secret/data/users/bob"]
+# consul-template's `secrets` path → what it LISTs (KV v2 under metadata/)
+SECRET_LISTS = {"secret/users": "secret/metadata/users", "kv1": "kv1", "secret/none": "secret/metadata/none"}
 SECRET_WRITES = {"transit/hash/sha2-256": {"input": "aGVsbG8gd29ybGQ="}}
 
 
@@ -100,13 +106,18 @@ def _seed_vault(addr: str, token: str) -> dict[str, Any]:
     for path, data in SECRETS_V1.items():
         client.write_data(path, data=data)
     secrets: dict[str, Any] = {}
+    lists: dict[str, list[str]] = {}
     with httpx.Client(base_url=addr, headers={"X-Vault-Token": token}, timeout=30) as http:
         for path in SECRET_READS:
             secrets[path] = http.get(f"/v1/{path}").json()
         for path, params in SECRET_WRITES.items():
             key = path + "?" + "&".join(f"{k}={v}" for k, v in sorted(params.items()))
             secrets[key] = http.put(f"/v1/{path}", json=params).json()
-    return secrets
+        for path, listed in SECRET_LISTS.items():
+            reply = http.get(f"/v1/{listed}", params={"list": "true"})
+            assert reply.status_code in (200, 404), reply.text  # 404: nothing under it
+            lists[path] = reply.json()["data"]["keys"] if reply.status_code == 200 else []
+    return {"secrets": secrets, "lists": lists}
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +126,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     ctrender = build_ctrender(tmp)
     with consul_emulator() as emu, openbao_server() as bao:
         snapshot = _seed_consul(emu.addr)
-        snapshot["secrets"] = _seed_vault(bao.addr, bao.root_token)
+        snapshot.update(_seed_vault(bao.addr, bao.root_token))
         path = tmp / "snapshot.json"
         path.write_text(json.dumps(snapshot))
         yield World(emu.addr, bao.addr, bao.root_token, path, ctrender)

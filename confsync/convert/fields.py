@@ -10,6 +10,21 @@ from confsync.convert.gotemplate import Pos
 from confsync.convert.values import Cascade, Refusal, Value, jinja_string, paren
 
 _KV_V2 = re.compile(r"^[^/]+/data/.")  # a KV v2 read written the way consul-template reads it
+_TWO_SEGMENTS = re.compile(r"^[^/]+/[^/]+/")
+
+
+def _kv_v2(secret: Value, pos: Pos) -> bool:
+    """Whether a secret's path reads KV v2 (its .Data holds data and metadata): told by the path,
+    or by the start of a computed one when that shows its first two segments."""
+    known, how = secret.extra
+    if how == "literal":
+        return bool(_KV_V2.match(known))
+    if known.partition("/")[2].startswith("data/"):
+        return True
+    if not _TWO_SEGMENTS.match(known):
+        raise Refusal(pos, f".Data of a secret whose path is computed from {known!r}: whether it is KV v2 "
+                           "(.Data.data) cannot be told; start the path with mount/data/ or mount/folder/")
+    return False
 
 
 def field_of(value: Value, name: str, pos: Pos) -> Value:
@@ -37,7 +52,7 @@ def field_of(value: Value, name: str, pos: Pos) -> Value:
         if name != "Data":
             raise Refusal(pos, f".{name} of a secret: only .Data is translated (confsync keeps leases to itself)")
         # KV v2 wraps the fields in data (and metadata); everything else is the fields themselves
-        return Value(code, "secretdata" if _KV_V2.match(value.extra[0]) else "anymap", value.extra)
+        return Value(code, "secretdata" if _kv_v2(value, pos) else "anymap", value.extra)
     if k == "secretdata":
         if name == "data":
             return Value(code, "anymap")

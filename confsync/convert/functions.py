@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from confsync.convert.gotemplate import Pos
 from confsync.convert.values import Refusal, Value, jinja_string
+from confsync.filters_go import GO_SPACE
 
 CONSUL, VAULT = "consul", "vault"  # the source names the converted config declares
 
@@ -26,7 +27,6 @@ REFUSED = {
     "toYAML": "Go's yaml.v2 quotes and orders differently from confsync's to_yaml",
     "toTOML": "no TOML writer in confsync",
     "executeTemplate": "calls a template by a name computed at render time; use `template`",
-    "secrets": "not translated yet: write vault.list(path) (sorted, sub-folders end with /, as secrets)",
     "node": "not translated yet: write consul.node(name) by hand (docs/migrating.md)",
     "nodes": "not translated yet: write consul.nodes() by hand (docs/migrating.md)",
     "datacenters": "not translated yet: write consul.datacenters() by hand (docs/migrating.md)",
@@ -159,10 +159,23 @@ def services(args: list[Value], pos: Pos) -> Value:
 # -- Vault --------------------------------------------------------------------------------------
 
 
+def _vault_path(v: Value, pos: Pos, name: str) -> tuple[str, str, str]:
+    """(the path's Jinja2 code, what is known of its text, "literal" or "prefix"). consul-template
+    trims white space and then "/" from both ends (vault_read.go, vault_list.go); a literal is
+    trimmed here, a computed path by go_vault_path when it is rendered."""
+    v = _want(v, "str", pos, f"{name}'s path")
+    if v.is_literal:
+        path = str(v.literal).strip(GO_SPACE).strip("/")
+        if not path:
+            raise Refusal(pos, f"{name} of an empty path: consul-template reads nothing (or fails)")
+        return jinja_string(path), path, "literal"
+    return f"({v.code} | go_vault_path)", (v.prefix or "").lstrip(GO_SPACE).lstrip("/"), "prefix"
+
+
 def secret(args: list[Value], pos: Pos) -> Value:
     if not args:
         raise Refusal(pos, "secret needs a path")
-    path = _literal_str(args[0], pos, "secret's path")
+    path, known, how = _vault_path(args[0], pos, "secret")
     params = []
     for a in args[1:]:
         text = _literal_str(a, pos, "secret's parameters")
@@ -175,8 +188,14 @@ def secret(args: list[Value], pos: Pos) -> Value:
         if not k.isidentifier():
             raise Refusal(pos, f"secret parameter name {k!r} is not an identifier")
         params.append(f"{k}={jinja_string(v)}")
-    code = f"{VAULT}.secret({', '.join([jinja_string(path), *params])})"
-    return Value(code, "secret", extra=(path,))
+    return Value(f"{VAULT}.secret({', '.join([path, *params])})", "secret", extra=(known, how))
+
+
+def secrets(args: list[Value], pos: Pos) -> Value:
+    # vault_list.go: the key names, sorted; a sub-folder's ends with "/"; none is an empty list
+    _count(args, 1, pos, "secrets")
+    path, _, _ = _vault_path(args[0], pos, "secrets")
+    return Value(f"{VAULT}.list({path})", "strlist")
 
 
 # -- text, lists, maps --------------------------------------------------------------------------
@@ -316,6 +335,7 @@ TRANSLATORS: dict[str, Translator] = {
     "service": service,
     "services": services,
     "secret": secret,
+    "secrets": secrets,
     "env": env,
     "envOrDefault": env_or_default,
     "toJSON": _to_json(),

@@ -37,9 +37,10 @@ def translate(fmt: str, args: list[Value], pos: Pos) -> Value:
     if pending:
         raise Refusal(pos, f"printf {fmt!r}: more arguments than verbs (Go appends %!(EXTRA ...))")
     code = jinja_string("".join(out))
+    prefix = fmt.partition("%")[0]
     if not values:
-        return Value(f"({code} | format)", "str")
-    return Value(f"({code} | format({', '.join(values)}))", "str")
+        return Value(f"({code} | format)", "str", prefix=prefix)
+    return Value(f"({code} | format({', '.join(values)}))", "str", prefix=prefix)
 
 
 _TEXT_SPEC = re.compile(r"-?(?:[1-9]\d*)?(?:\.\d*)?")  # Go pads strings with "0" where Python pads spaces

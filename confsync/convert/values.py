@@ -35,10 +35,13 @@ GO_PRINTED = {"bool", "json", "any", "strlist", "strmap", "anymap", "float"}  # 
 class Value:
     code: str  # the Jinja2 expression
     kind: str
-    extra: tuple[str, ...] = ()  # kvpair: (key, value) codes; snippet: (name, tags); secret: (path,)
+    # kvpair: (key, value) codes; snippet: (name, tags); secret: (its path, or the start of a path
+    # computed by printf, and "literal" or "prefix")
+    extra: tuple[str, ...] = ()
     nonneg: bool = False  # an int known not to be negative (len, Port, a literal)
     literal: object = None  # the Go literal, when the value is one
     is_literal: bool = False
+    prefix: str | None = None  # a string printf computes: the format's text before its first verb
 
 
 class Refusal(Exception):

@@ -27,6 +27,7 @@ type snapshot struct {
 	Health  map[string][]healthEntry   `json:"health"`
 	Catalog map[string][]string        `json:"catalog"`
 	Secrets map[string]json.RawMessage `json:"secrets"`
+	Lists   map[string][]string        `json:"lists"`
 }
 
 type healthEntry struct {
@@ -204,7 +205,39 @@ func services() []*CatalogSnippet {
 	return result
 }
 
+// vaultPath is NewVaultReadQuery's and NewVaultListQuery's trimming (vault_read.go, vault_list.go).
+func vaultPath(p string) (string, error) {
+	p = strings.Trim(strings.TrimSpace(p), "/")
+	if p == "" {
+		return "", fmt.Errorf("vault: invalid format: %q", p)
+	}
+	return p, nil
+}
+
+// secrets is consul-template's secretsFunc over the LIST replies in the snapshot: sorted names, a
+// sub-folder's ending with "/", a path with nothing under it an empty (nil) list.
+func secrets(p string) ([]string, error) {
+	if p == "" {
+		return nil, nil
+	}
+	p, err := vaultPath(p)
+	if err != nil {
+		return nil, err
+	}
+	names, ok := snap.Lists[p]
+	if !ok {
+		return nil, fmt.Errorf("no list %q in the snapshot", p)
+	}
+	result := append([]string(nil), names...)
+	sort.Strings(result)
+	return result, nil
+}
+
 func secret(path string, rest ...string) (*Secret, error) {
+	path, err := vaultPath(path)
+	if err != nil {
+		return nil, err
+	}
 	params := []string{}
 	for _, p := range rest {
 		if p == "" {
@@ -404,6 +437,7 @@ func main() {
 		"service":   service,
 		"services":  services,
 		"secret":    secret,
+		"secrets":   secrets,
 		"env":       os.Getenv,
 		"envOrDefault": func(s, d string) string {
 			if v, ok := os.LookupEnv(s); ok {
