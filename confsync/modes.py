@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from confsync import logs, observe, signals
+from confsync import logs, signals
 from confsync.config import Config
 from confsync.errors import ConfigError, ConfsyncError, ReloadError
 from confsync.runner import Runner, print_to_stdout
@@ -82,7 +82,11 @@ async def run(config: Config, *, force: bool = False, load: Callable[[], Config]
         runner.fingerprint(runner.templates)
         handlers["reload"] = reloader.request
     with signals.capture(handlers), _pid_file(config.pid_file):
-        server = await observe.serve(runner, config.listen) if config.listen else None
+        server = None
+        if config.listen:
+            from confsync import observe  # here: `once` and a run without `listen` need none of it
+
+            server = await observe.serve(runner, config.listen)
         await runner.start()
         log.info("confsync running: %d template(s), %d source(s)", len(runner.templates),
                  len(runner.sources), extra={"event": "started"})
