@@ -38,19 +38,21 @@ def checkout(tmp_path):
     return copy
 
 
-def _default_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+def _default_signals() -> None:
+    for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM, signal.SIGQUIT):
+        signal.signal(signum, signal.SIG_DFL)
 
 
 class Terminal:
     """A command started as in a terminal of its own: its own process group, output read on a thread."""
 
     def __init__(self, script: str, cwd: Path) -> None:
-        # SIGINT at its default, as a terminal gives it: a harness started in the background
-        # (`cmd &` in a script) passes it down ignored, and a shell cannot trap what it got ignored.
+        # Signals at their default, as a terminal gives them: a harness started in the background
+        # (`cmd &`) or under nohup passes SIGINT or SIGHUP down ignored, and a shell cannot trap a
+        # signal it got ignored.
         self.proc = subprocess.Popen(["bash", "-c", script], cwd=cwd, env=cli_env(), start_new_session=True,
                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, preexec_fn=_default_sigint)
+                                     text=True, preexec_fn=_default_signals)
         self.output: list[str] = []
         self.lines: queue.Queue[str] = queue.Queue()
         self.consumed = 0  # lines `expect` has gone through
