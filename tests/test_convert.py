@@ -36,9 +36,11 @@ def _convert(tmp_path: Path, templates: dict[str, str], extra: str = "") -> tupl
     ('{{ range $i := service "a" }}{{ break }}{{ end }}', "1:30", "loop controls"),
     ('{{ if }}', "1:1", "syntax error"),
     ('{{ service "web|healthy" }}', "1:4", "unknown health state 'healthy'"),
-    ('{{ service "web?ns=a" }}', "1:4", "not understood"),
+    ('{{ service "web?ns=a" }}', "1:4", "?ns=, ?partition= and ?peer= are not translated"),
     ('{{ key "app/" }}', "1:4", "strips the leading and trailing /"),
     ('{{ key 5 }}', "1:4", "key's path: expects str"),
+    ('{{ key "a?ns=x" }}', "1:4", "?ns= and ?partition= are not translated"),
+    ('{{ range caRoots }}{{ .NotBefore }}{{ end }}', "1:23", ".NotBefore of a CA root: translated are ID"),
     ('{{ range secrets "kv1" }}{{ with secret (printf "kv1/%s" .) }}{{ .Data.x }}{{ end }}{{ end }}', "1:66",
      "whether it is KV v2 (.Data.data) cannot be told"),
 ])

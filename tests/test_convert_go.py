@@ -54,6 +54,15 @@ SERVICES = [  # node, node address, service id, name, port, tags, service addres
     ("node-b", "10.0.0.2", "db-2", "db", 5432, ["replica"], "", {}, "warning"),
 ]
 
+NODES = {"node-a": {"NodeMeta": {"rack": "r1", "zone": "a"},
+                    "TaggedAddresses": {"lan": "10.0.0.1", "wan": "198.51.100.1"}}}
+WEIGHTS = {"db-1": {"Passing": 10, "Warning": 2}}
+PROXY = {"Node": "node-a", "Address": "10.0.0.1", **NODES["node-a"],  # web's sidecar: what `connect "web"` lists
+         "Service": {"ID": "web-1-sidecar-proxy", "Service": "web-sidecar-proxy", "Kind": "connect-proxy",
+                     "Port": 21000, "Proxy": {"DestinationServiceName": "web", "DestinationServiceID": "web-1"}},
+         "Checks": [{"CheckID": "check-web-1-proxy", "Name": "c", "Status": "passing",
+                     "ServiceID": "web-1-sidecar-proxy"}]}
+
 CERT = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUQ\nZm9vYmFy\n-----END CERTIFICATE-----"
 SECRETS_V2 = {  # KV version 2 at the dev server's secret/
     "app": {"user": "app", "password": "s3cr&t<>", "port": 5432, "enabled": True},
@@ -85,16 +94,24 @@ def _seed_consul(addr: str) -> dict[str, Any]:
         for key, value in KV.items():
             assert http.put(f"/v1/kv/{key}", content=value.encode()).status_code == 200
         for node, node_addr, sid, name, port, tags, svc_addr, meta, status in SERVICES:
-            body = {"Node": node, "Address": node_addr,
+            body = {"Node": node, "Address": node_addr, **NODES.get(node, {}),
                     "Service": {"ID": sid, "Service": name, "Port": port, "Tags": tags, "Address": svc_addr,
-                                "Meta": meta},
+                                "Meta": meta, **({"Weights": WEIGHTS[sid]} if sid in WEIGHTS else {})},
                     "Checks": [{"CheckID": f"check-{sid}", "Name": "c", "Status": status, "ServiceID": sid}]}
             assert http.put("/v1/catalog/register", json=body).status_code == 200
+        assert http.put("/v1/catalog/register", json=PROXY).status_code == 200
         # The snapshot the Go side reads is what Consul itself answers.
         kv = {e["Key"]: base64.b64decode(e["Value"] or "").decode() for e in http.get("/v1/kv/?recurse").json()}
         catalog = http.get("/v1/catalog/services").json()
-        health = {name: http.get(f"/v1/health/service/{name}").json() for name in catalog}
-    return {"kv": kv, "catalog": catalog, "health": health}
+        nodes = http.get("/v1/catalog/nodes").json()
+        return {"kv": kv, "catalog": catalog, "nodes": nodes,
+                "health": {name: http.get(f"/v1/health/service/{name}").json() for name in catalog},
+                "connect": {name: http.get(f"/v1/health/connect/{name}").json() for name in catalog},
+                "node": {n["Node"]: http.get(f"/v1/catalog/node/{n['Node']}").json() for n in nodes},
+                "agent_node": http.get("/v1/agent/self").json()["Config"]["NodeName"],
+                "datacenters": http.get("/v1/catalog/datacenters").json(),
+                "ca_roots": http.get("/v1/agent/connect/ca/roots").json(),
+                "ca_leaf": {"web": http.get("/v1/agent/connect/ca/leaf/web").json()}}
 
 
 def _seed_vault(addr: str, token: str) -> dict[str, Any]:

@@ -38,12 +38,27 @@ from confsync.convert.gotemplate import (
     Variable,
     parse,
 )
-from confsync.convert.values import GO_PRINTED, PRINTABLE, Cascade, Refusal, Value, is_name, literal, paren, unique
+from confsync.convert.values import (
+    GO_PRINTED,
+    LISTS,
+    PRINTABLE,
+    Cascade,
+    Refusal,
+    Value,
+    is_name,
+    literal,
+    paren,
+    unique,
+)
 
 RESERVED = {"consul", "vault", "env", "loop", "range", "dict", "lipsum", "cycler", "joiner", "namespace", "self",
             "super", "varargs", "kwargs", "caller", "true", "false", "none", "True", "False", "None", "and", "or",
             "not", "in", "is", "if", "else", "elif", "for", "recursive", "import", "from", "as", "with", "without",
             "context", "ignore", "missing", "block", "extends", "macro", "call", "set", "filter", "raw", "include"}
+
+
+_ELEMENT_NAMES = {"services": "instance", "intlist": "i", "nodes": "node", "nodeservices": "service",
+                  "caroots": "root"}
 
 
 def jinja_delimiters(left: str, right: str) -> Delimiters | None:
@@ -284,12 +299,11 @@ class Emitter:
                     self.fresh(default_key),
                     self.fresh(elem_var if elem_var and k not in ("kvlist", "snippets") else default_value))
 
-        if k in ("services", "strlist", "intlist"):
+        if k in LISTS:
             if k == "intlist" and index_var is not None:
                 raise Refusal(pos, "range $i, $e over loop: Go ranges over its channel with one variable only")
-            name = self.fresh(elem_var or {"services": "instance", "strlist": "item", "intlist": "i"}[k])
-            elem = Value(name, {"services": "service", "strlist": "str", "intlist": "int"}[k])
-            return name, v.code, elem, None
+            name = self.fresh(elem_var or _ELEMENT_NAMES.get(k, "item"))
+            return name, v.code, Value(name, LISTS[k]), None
         if k in ("kvlist", "snippets"):
             key_name, value_name = names("key", "value") if k == "kvlist" else names("name", "tags")
             iterable = f"{paren(v.code)} | dictsort(true)"

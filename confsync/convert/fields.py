@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 from confsync.convert.gotemplate import Pos
-from confsync.convert.values import Cascade, Refusal, Value, jinja_string, paren
+from confsync.convert.values import LISTS, Cascade, Refusal, Value, jinja_string, paren
 
 _KV_V2 = re.compile(r"^[^/]+/data/.")  # a KV v2 read written the way consul-template reads it
 _TWO_SEGMENTS = re.compile(r"^[^/]+/[^/]+/")
@@ -27,19 +27,45 @@ def _kv_v2(secret: Value, pos: Pos) -> bool:
     return False
 
 
+# consul-template's structs (dependency/*.go, Consul's api) → the consul source's fields, each of a
+# kind whose Go printing confsync matches; time.Time fields (NotBefore, ValidAfter…) are left out:
+# Go prints them in its own layout.
+STRUCT_FIELDS: dict[str, dict[str, tuple[str, str]]] = {
+    "service": {"Address": ("address", "str"), "Port": ("port", "int"), "Node": ("node", "str"),
+                "NodeID": ("node_id", "str"), "NodeAddress": ("node_address", "str"),
+                "NodeDatacenter": ("node_datacenter", "str"),
+                "NodeTaggedAddresses": ("node_tagged_addresses", "strmap"), "NodeMeta": ("node_meta", "strmap"),
+                "ID": ("id", "str"), "Name": ("name", "str"),
+                "Tags": ("tags", "strlist"), "ServiceMeta": ("meta", "strmap"), "Status": ("status", "str"),
+                "Weights": ("weights", "weights")},
+    "weights": {"Passing": ("passing", "int"), "Warning": ("warning", "int")},
+    "catalognode": {"Node": ("node", "node"), "Services": ("services", "nodeservices")},
+    "node": {"ID": ("id", "str"), "Node": ("node", "str"), "Address": ("address", "str"),
+             "Datacenter": ("datacenter", "str"), "TaggedAddresses": ("tagged_addresses", "strmap"),
+             "Meta": ("meta", "strmap")},
+    "nodeservice": {"ID": ("id", "str"), "Service": ("name", "str"), "Tags": ("tags", "strlist"),
+                    "Meta": ("meta", "strmap"), "Port": ("port", "int"), "Address": ("address", "str")},
+    "caroot": {"ID": ("id", "str"), "Name": ("name", "str"), "SerialNumber": ("serial_number", "int"),
+               "SigningKeyID": ("signing_key_id", "str"), "RootCertPEM": ("root_cert", "str"),
+               "IntermediateCerts": ("intermediate_certs", "strlist"), "Active": ("active", "bool")},
+    "caleaf": {"SerialNumber": ("serial_number", "str"), "CertPEM": ("cert_pem", "str"),
+               "PrivateKeyPEM": ("private_key_pem", "str"), "Service": ("service", "str"),
+               "ServiceURI": ("service_uri", "str")},
+}
+_STRUCT_NAMES = {"service": "service", "weights": "service's weights", "catalognode": "node", "node": "node",
+                 "nodeservice": "node's service", "caroot": "CA root", "caleaf": "leaf certificate"}
+
+
 def field_of(value: Value, name: str, pos: Pos) -> Value:
     k, code = value.kind, value.code
-    if k == "service":
-        fields = {"Address": ("address", "str"), "Port": ("port", "int"), "Node": ("node", "str"),
-                  "ID": ("id", "str"), "Tags": ("tags", "strlist"), "ServiceMeta": ("meta", "strmap"),
-                  "Name": ("name", "str"), "Status": ("status", "str")}
+    if k in STRUCT_FIELDS:
+        fields = STRUCT_FIELDS[k]
         if name not in fields:
-            raise Refusal(pos, f".{name} of a service: translated are Address, Port, Node, ID, Name, Tags, Status "
-                               "and ServiceMeta")
+            raise Refusal(pos, f".{name} of a {_STRUCT_NAMES[k]}: translated are {', '.join(fields)}")
         attr, kind = fields[name]
-        if name == "Tags":  # consul-template sorts them (dependency.go deepCopyAndSortTags)
+        if (k, name) == ("service", "Tags"):  # consul-template sorts them (dependency.go deepCopyAndSortTags)
             return Value(f"({code}.tags | sort(case_sensitive=true))", kind)
-        return Value(f"{code}.{attr}", kind, nonneg=name == "Port")
+        return Value(f"{paren(code)}.{attr}", kind, nonneg=name == "Port")
     if k == "kvpair":
         if name not in ("Key", "Value"):
             raise Refusal(pos, f".{name} of a key pair: only .Key and .Value are translated")
@@ -75,8 +101,8 @@ def index_of(value: Value, key: Value, pos: Pos) -> Value:
         return Value(f"{paren(value.code)}.get({key.code}, {zero})", "str" if k == "strmap" else "services")
     if k in ("anymap", "json", "any") and key.kind in ("str", "int"):
         return Value(f"{paren(value.code)}[{key.code}]", "json" if k == "json" else "any")
-    if k in ("strlist", "services") and key.kind == "int" and key.nonneg:
-        return Value(f"{paren(value.code)}[{key.code}]", "str" if k == "strlist" else "service")
+    if k in LISTS and k != "intlist" and key.kind == "int" and key.nonneg:
+        return Value(f"{paren(value.code)}[{key.code}]", LISTS[k])
     if k == "error":
         raise Cascade(pos, "")
     raise Refusal(pos, f"index of a {k} value by a {key.kind}")

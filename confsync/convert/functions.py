@@ -7,14 +7,14 @@ not in `TRANSLATORS` is refused: `REFUSED` says why for the ones consul-template
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 
+from confsync.convert import consul
 from confsync.convert.gotemplate import Pos
-from confsync.convert.values import Refusal, Value, jinja_string
+from confsync.convert.values import Refusal, Value, count, jinja_string, literal_str, want
 from confsync.filters_go import GO_SPACE
 
-CONSUL, VAULT = "consul", "vault"  # the source names the converted config declares
+VAULT = "vault"  # the source name the converted config declares
 
 Translator = Callable[[list[Value], Pos], Value]
 
@@ -27,12 +27,6 @@ REFUSED = {
     "toYAML": "Go's yaml.v2 quotes and orders differently from confsync's to_yaml",
     "toTOML": "no TOML writer in confsync",
     "executeTemplate": "calls a template by a name computed at render time; use `template`",
-    "node": "not translated yet: write consul.node(name) by hand (docs/migrating.md)",
-    "nodes": "not translated yet: write consul.nodes() by hand (docs/migrating.md)",
-    "datacenters": "not translated yet: write consul.datacenters() by hand (docs/migrating.md)",
-    "connect": "not translated yet: write consul.service(name, connect=True) by hand (docs/migrating.md)",
-    "caRoots": "not translated yet: write consul.ca_roots() by hand (docs/migrating.md)",
-    "caLeaf": "not translated yet: write consul.ca_leaf(service) by hand (docs/migrating.md)",
     "pkiCert": "keeps a certificate in the destination file; use secret on pki/issue",
     "sockaddr": "reads the host's network interfaces",
     "regexMatch": "Go's RE2 syntax differs from Python's re",
@@ -50,112 +44,6 @@ REFUSED = {
 }
 
 
-def _want(v: Value, kinds: set[str] | str, pos: Pos, what: str) -> Value:
-    kinds = {kinds} if isinstance(kinds, str) else kinds
-    if v.kind == "any" and "str" in kinds and "any" not in kinds:  # a Vault field: Go takes it if it is a string
-        return Value(f"({v.code} | go_str)", "str")
-    if v.kind not in kinds:
-        raise Refusal(pos, f"{what}: expects {' or '.join(sorted(kinds))}, got a {v.kind} value "
-                           "(Go would fail or convert differently)")
-    return v
-
-
-def _count(args: list[Value], n: int | tuple[int, int], pos: Pos, name: str) -> None:
-    low, high = (n, n) if isinstance(n, int) else n
-    if not low <= len(args) <= high:
-        raise Refusal(pos, f"{name}: wrong number of arguments ({len(args)})")
-
-
-def _literal_str(v: Value, pos: Pos, what: str) -> str:
-    if not v.is_literal or not isinstance(v.literal, str):
-        raise Refusal(pos, f"{what} must be a quoted string literal to be translated")
-    return v.literal
-
-
-# -- Consul -------------------------------------------------------------------------------------
-
-
-def _kv_path(args: list[Value], pos: Pos, name: str) -> str:
-    """The path's Jinja2 expression. A literal is checked here; a path computed at render time goes
-    through go_kv_path, which fails the render on what confsync would read differently."""
-    _count(args, 1, pos, name)
-    v = _want(args[0], "str", pos, f"{name}'s path")
-    if not v.is_literal:
-        return f"({v.code} | go_kv_path)"
-    path = str(v.literal)
-    if not path.strip("/"):
-        raise Refusal(pos, f"{name} of an empty path")
-    if "@" in path:
-        raise Refusal(pos, f"{name}: @datacenter per call; configure a second consul source instead")
-    if path.startswith("/") or path.endswith("/"):
-        raise Refusal(pos, f"{name} {path!r}: confsync strips the leading and trailing /, consul-template does not")
-    return v.code
-
-
-def key(args: list[Value], pos: Pos) -> Value:
-    return Value(f"{CONSUL}.key({_kv_path(args, pos, 'key')})", "str")
-
-
-def key_or_default(args: list[Value], pos: Pos) -> Value:
-    _count(args, 2, pos, "keyOrDefault")
-    path = _kv_path(args[:1], pos, "keyOrDefault")
-    default = _want(args[1], "str", pos, "keyOrDefault's default")
-    # consul-template returns the default for an empty value too (funcs.go keyWithDefaultFunc)
-    return Value(f"({CONSUL}.key({path}, default={default.code}) or {default.code})", "str")
-
-
-def key_exists(args: list[Value], pos: Pos) -> Value:
-    return Value(f"({CONSUL}.key({_kv_path(args, pos, 'keyExists')}, default=none) is not none)", "bool")
-
-
-def tree(args: list[Value], pos: Pos) -> Value:
-    return Value(f"{CONSUL}.tree({_kv_path(args, pos, 'tree')})", "kvlist")
-
-
-def ls(args: list[Value], pos: Pos) -> Value:
-    # ls: the tree's top-level keys only (funcs.go lsFunc skips keys with a "/")
-    return Value(f"{CONSUL}.tree({_kv_path(args, pos, 'ls')})", "kvlist", extra=("ls",))
-
-
-# consul-template's tagRe, serviceNameRe, dcRe, nearRe and filterRe (dependency/dependency.go), in
-# that order; [[:word:]] is ASCII in Go
-_SERVICE = re.compile(r"^(?:(?P<tag>[A-Za-z0-9_=:.\-]+)\.)?(?P<name>[A-Za-z0-9_\-]+)(?P<rest>.*)$")
-_SERVICE_REST = re.compile(r"^(?:@(?P<dc>[A-Za-z0-9_.\-]+))?(?:~(?P<near>[A-Za-z0-9_.\-]+))?"
-                           r"(?:\|(?P<filter>[A-Za-z0-9_,]+))?$")
-_STATES = ("any", "passing", "warning", "critical", "maintenance")
-
-
-def service(args: list[Value], pos: Pos) -> Value:
-    if not args:
-        raise Refusal(pos, "service needs a name")
-    spec = "|".join(_literal_str(a, pos, "service's query") for a in args)
-    m = _SERVICE.match(spec)
-    rest = _SERVICE_REST.match(m.group("rest")) if m else None
-    if not m or not rest:
-        raise Refusal(pos, f"service query {spec!r} not understood")
-    params = [jinja_string(m.group("name"))]
-    if m.group("tag"):
-        params.append(f"tag={jinja_string(m.group('tag'))}")
-    # health_service.go: a set of states, "any" accepting every instance; none (or just passing) is passing
-    states = sorted({f for f in (rest.group("filter") or "").split(",") if f})
-    if set(states) - set(_STATES):
-        raise Refusal(pos, f"service query {spec!r}: unknown health state {sorted(set(states) - set(_STATES))[0]!r}")
-    if "any" in states:
-        params.append('state="any"')
-    elif states and states != ["passing"]:
-        params.append(f"state=[{', '.join(jinja_string(s) for s in states)}]")
-    for key in ("near", "dc"):
-        if rest.group(key):
-            params.append(f"{key}={jinja_string(rest.group(key))}")
-    return Value(f"{CONSUL}.service({', '.join(params)})", "services")
-
-
-def services(args: list[Value], pos: Pos) -> Value:
-    if args:
-        raise Refusal(pos, "services@dc: configure a second consul source instead")
-    return Value(f"{CONSUL}.services()", "snippets")
-
-
 # -- Vault --------------------------------------------------------------------------------------
 
 
@@ -163,7 +51,7 @@ def _vault_path(v: Value, pos: Pos, name: str) -> tuple[str, str, str]:
     """(the path's Jinja2 code, what is known of its text, "literal" or "prefix"). consul-template
     trims white space and then "/" from both ends (vault_read.go, vault_list.go); a literal is
     trimmed here, a computed path by go_vault_path when it is rendered."""
-    v = _want(v, "str", pos, f"{name}'s path")
+    v = want(v, "str", pos, f"{name}'s path")
     if v.is_literal:
         path = str(v.literal).strip(GO_SPACE).strip("/")
         if not path:
@@ -178,7 +66,7 @@ def secret(args: list[Value], pos: Pos) -> Value:
     path, known, how = _vault_path(args[0], pos, "secret")
     params = []
     for a in args[1:]:
-        text = _literal_str(a, pos, "secret's parameters")
+        text = literal_str(a, pos, "secret's parameters")
         if not text:
             continue
         k, sep, v = text.partition("=")
@@ -193,7 +81,7 @@ def secret(args: list[Value], pos: Pos) -> Value:
 
 def secrets(args: list[Value], pos: Pos) -> Value:
     # vault_list.go: the key names, sorted; a sub-folder's ends with "/"; none is an empty list
-    _count(args, 1, pos, "secrets")
+    count(args, 1, pos, "secrets")
     path, _, _ = _vault_path(args[0], pos, "secrets")
     return Value(f"{VAULT}.list({path})", "strlist")
 
@@ -202,14 +90,14 @@ def secrets(args: list[Value], pos: Pos) -> Value:
 
 
 def env(args: list[Value], pos: Pos) -> Value:
-    _count(args, 1, pos, "env")
-    name = _want(args[0], "str", pos, "env")
+    count(args, 1, pos, "env")
+    name = want(args[0], "str", pos, "env")
     return Value(f'env({name.code}, "")', "str")  # Go's env gives "" for an unset variable
 
 
 def env_or_default(args: list[Value], pos: Pos) -> Value:
-    _count(args, 2, pos, "envOrDefault")
-    name, default = (_want(a, "str", pos, "envOrDefault") for a in args)
+    count(args, 2, pos, "envOrDefault")
+    name, default = (want(a, "str", pos, "envOrDefault") for a in args)
     return Value(f"env({name.code}, {default.code})", "str")
 
 
@@ -218,8 +106,8 @@ _JSON_OK = {"str", "int", "bool", "strlist", "strmap", "json", "anymap", "any"}
 
 def _to_json(pretty: bool = False, escape_html: bool = True) -> Translator:
     def translate(args: list[Value], pos: Pos) -> Value:
-        _count(args, 1, pos, "toJSON")
-        v = _want(args[0], _JSON_OK, pos, "toJSON (Go marshals consul-template's structs with fields confsync "
+        count(args, 1, pos, "toJSON")
+        v = want(args[0], _JSON_OK, pos, "toJSON (Go marshals consul-template's structs with fields confsync "
                                           "does not have)")
         options = [o for o, on in (("pretty=true", pretty), ("escape_html=false", not escape_html)) if on]
         return Value(f"({v.code} | go_json{'(' + ', '.join(options) + ')' if options else ''})", "str")
@@ -227,85 +115,85 @@ def _to_json(pretty: bool = False, escape_html: bool = True) -> Translator:
 
 
 def loop(args: list[Value], pos: Pos) -> Value:
-    _count(args, (1, 2), pos, "loop")
-    bounds = [_want(a, "int", pos, "loop") for a in args]
+    count(args, (1, 2), pos, "loop")
+    bounds = [want(a, "int", pos, "loop") for a in args]
     return Value(f"range({', '.join(b.code for b in bounds)})", "intlist")
 
 
 def _trim_affix(method: str, name: str) -> Translator:
     def translate(args: list[Value], pos: Pos) -> Value:
-        _count(args, 2, pos, name)
-        affix, s = (_want(a, "str", pos, name) for a in args)
+        count(args, 2, pos, name)
+        affix, s = (want(a, "str", pos, name) for a in args)
         return Value(f"{_atom(s)}.{method}({affix.code})", "str")
     return translate
 
 
 def parse_json(args: list[Value], pos: Pos) -> Value:
-    _count(args, 1, pos, "parseJSON")
-    v = _want(args[0], "str", pos, "parseJSON")
+    count(args, 1, pos, "parseJSON")
+    v = want(args[0], "str", pos, "parseJSON")
     return Value(f'(({v.code}) or "{{}}") | from_json', "json")  # "" parses as {} (funcs.go parseJSON)
 
 
 def split(args: list[Value], pos: Pos) -> Value:
-    _count(args, 2, pos, "split")
-    sep, s = (_want(a, "str", pos, "split") for a in args)
+    count(args, 2, pos, "split")
+    sep, s = (want(a, "str", pos, "split") for a in args)
     return Value(f"({s.code} | go_split({sep.code}))", "strlist")
 
 
 def join(args: list[Value], pos: Pos) -> Value:
-    _count(args, 2, pos, "join")
-    sep = _want(args[0], "str", pos, "join's separator")
-    items = _want(args[1], "strlist", pos, "join")
+    count(args, 2, pos, "join")
+    sep = want(args[0], "str", pos, "join's separator")
+    items = want(args[1], "strlist", pos, "join")
     return Value(f"({items.code} | join({sep.code}))", "str")
 
 
 def replace_all(args: list[Value], pos: Pos) -> Value:
-    _count(args, 3, pos, "replaceAll")
-    old, new, s = (_want(a, "str", pos, "replaceAll") for a in args)
+    count(args, 3, pos, "replaceAll")
+    old, new, s = (want(a, "str", pos, "replaceAll") for a in args)
     return Value(f"{_atom(s)}.replace({old.code}, {new.code})", "str")
 
 
 def contains_in(args: list[Value], pos: Pos, reverse: bool) -> Value:
-    _count(args, 2, pos, "in")
+    count(args, 2, pos, "in")
     haystack, needle = (args[1], args[0]) if reverse else (args[0], args[1])
-    _want(needle, "str", pos, "in/contains: the value")
-    _want(haystack, {"str", "strlist"}, pos, "in/contains: the list or string")
+    want(needle, "str", pos, "in/contains: the value")
+    want(haystack, {"str", "strlist"}, pos, "in/contains: the list or string")
     return Value(f"({needle.code} in {haystack.code})", "bool")
 
 
 def by_tag(args: list[Value], pos: Pos) -> Value:
-    _count(args, 1, pos, "byTag")
-    v = _want(args[0], "services", pos, "byTag")
+    count(args, 1, pos, "byTag")
+    v = want(args[0], "services", pos, "byTag")
     return Value(f"({v.code} | by_tag)", "bytag")
 
 
 def by_key(args: list[Value], pos: Pos) -> Value:
-    _count(args, 1, pos, "byKey")
-    v = _want(args[0], "kvlist", pos, "byKey")
+    count(args, 1, pos, "byKey")
+    v = want(args[0], "kvlist", pos, "byKey")
     if v.extra:
         raise Refusal(pos, "byKey of ls: ls has no nested keys, so the result is always empty")
     return Value(f"({v.code} | by_key)", "bykey")
 
 
 def explode(args: list[Value], pos: Pos) -> Value:
-    _count(args, 1, pos, "explode")
-    v = _want(args[0], "kvlist", pos, "explode")
+    count(args, 1, pos, "explode")
+    v = want(args[0], "kvlist", pos, "explode")
     if v.extra:
         raise Refusal(pos, "explode of ls: use explode of tree")
     return Value(f"({v.code} | explode)", "anymap")
 
 
 def indent(args: list[Value], pos: Pos) -> Value:
-    _count(args, 2, pos, "indent")
-    n = _want(args[0], "int", pos, "indent's width")
-    s = _want(args[1], "str", pos, "indent")
+    count(args, 2, pos, "indent")
+    n = want(args[0], "int", pos, "indent's width")
+    s = want(args[1], "str", pos, "indent")
     return Value(f"({s.code} | go_indent({n.code}))", "str")
 
 
 def _arith(op: str, name: str, nonneg_only: bool = False) -> Translator:
     def translate(args: list[Value], pos: Pos) -> Value:
-        _count(args, 2, pos, name)
-        b, a = (_want(x, "int", pos, name) for x in args)  # funcs.go: add(b, a) is a + b
+        count(args, 2, pos, name)
+        b, a = (want(x, "int", pos, name) for x in args)  # funcs.go: add(b, a) is a + b
         if nonneg_only and not (a.nonneg and b.nonneg):
             raise Refusal(pos, f"{name} of integers that may be negative: Go truncates toward zero, "
                                "Python floors")
@@ -315,8 +203,8 @@ def _arith(op: str, name: str, nonneg_only: bool = False) -> Translator:
 
 def _text_filter(filter_name: str, name: str) -> Translator:
     def translate(args: list[Value], pos: Pos) -> Value:
-        _count(args, 1, pos, name)
-        s = _want(args[0], "str", pos, name)
+        count(args, 1, pos, name)
+        s = want(args[0], "str", pos, name)
         return Value(f"({s.code} | {filter_name})", "str")
     return translate
 
@@ -327,13 +215,7 @@ def _atom(v: Value) -> str:
 
 
 TRANSLATORS: dict[str, Translator] = {
-    "key": key,
-    "keyOrDefault": key_or_default,
-    "keyExists": key_exists,
-    "tree": tree,
-    "ls": ls,
-    "service": service,
-    "services": services,
+    **consul.TRANSLATORS,
     "secret": secret,
     "secrets": secrets,
     "env": env,

@@ -27,6 +27,14 @@ from confsync.convert.gotemplate import Pos
 #   bytag                      byTag's map tag → services     / a mapping
 #   secret, secretdata         *Secret / .Data                / vault.secret() fields
 #   anymap                     map[string]interface{}         / a mapping
+#   nodes, node                []*Node / one                  / consul.nodes() / a mapping
+#   catalognode                *CatalogNode (.Node, .Services) / consul.node()
+#   nodeservices, nodeservice  []*CatalogNodeService / one    / its "services" / a mapping
+#   weights                    api.AgentWeights               / a service's "weights"
+#   caroots, caroot, caleaf    []*api.CARoot / one, *api.LeafCert / consul.ca_roots(), ca_leaf()
+# a list kind → its elements' kind (each ranged over, indexed and counted the same way)
+LISTS = {"services": "service", "strlist": "str", "intlist": "int", "nodes": "node", "nodeservices": "nodeservice",
+         "caroots": "caroot"}
 PRINTABLE = {"str", "int"}  # printed by Jinja2 exactly as Go prints them
 GO_PRINTED = {"bool", "json", "any", "strlist", "strmap", "anymap", "float"}  # through go_print
 
@@ -54,6 +62,31 @@ class Refusal(Exception):
 
 class Cascade(Refusal):
     """A use of something already refused: not reported twice."""
+
+
+# -- checks of a function's arguments, for the translators -----------------------------------
+
+
+def want(v: Value, kinds: set[str] | str, pos: Pos, what: str) -> Value:
+    kinds = {kinds} if isinstance(kinds, str) else kinds
+    if v.kind == "any" and "str" in kinds and "any" not in kinds:  # a Vault field: Go takes it if it is a string
+        return Value(f"({v.code} | go_str)", "str")
+    if v.kind not in kinds:
+        raise Refusal(pos, f"{what}: expects {' or '.join(sorted(kinds))}, got a {v.kind} value "
+                           "(Go would fail or convert differently)")
+    return v
+
+
+def count(args: list[Value], n: int | tuple[int, int], pos: Pos, name: str) -> None:
+    low, high = (n, n) if isinstance(n, int) else n
+    if not low <= len(args) <= high:
+        raise Refusal(pos, f"{name}: wrong number of arguments ({len(args)})")
+
+
+def literal_str(v: Value, pos: Pos, what: str) -> str:
+    if not v.is_literal or not isinstance(v.literal, str):
+        raise Refusal(pos, f"{what} must be a quoted string literal to be translated")
+    return v.literal
 
 
 def jinja_string(text: str) -> str:

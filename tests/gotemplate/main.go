@@ -23,18 +23,79 @@ import (
 )
 
 type snapshot struct {
-	KV      map[string]string          `json:"kv"`
-	Health  map[string][]healthEntry   `json:"health"`
-	Catalog map[string][]string        `json:"catalog"`
-	Secrets map[string]json.RawMessage `json:"secrets"`
-	Lists   map[string][]string        `json:"lists"`
+	KV          map[string]string          `json:"kv"`
+	Health      map[string][]healthEntry   `json:"health"`
+	Connect     map[string][]healthEntry   `json:"connect"`
+	Catalog     map[string][]string        `json:"catalog"`
+	Nodes       []*Node                    `json:"nodes"`
+	Node        map[string]catalogNode     `json:"node"`
+	AgentNode   string                     `json:"agent_node"`
+	Datacenters []string                   `json:"datacenters"`
+	CARoots     struct{ Roots []*CARoot }  `json:"ca_roots"`
+	CALeaf      map[string]*LeafCert       `json:"ca_leaf"`
+	Secrets     map[string]json.RawMessage `json:"secrets"`
+	Lists       map[string][]string        `json:"lists"`
+}
+
+// Node is consul-template's dependency.Node.
+type Node struct {
+	ID              string
+	Node            string
+	Address         string
+	Datacenter      string
+	TaggedAddresses map[string]string
+	Meta            map[string]string
+}
+
+// CatalogNodeService is consul-template's dependency.CatalogNodeService.
+type CatalogNodeService struct {
+	ID      string
+	Service string
+	Tags    []string
+	Meta    map[string]string
+	Port    int
+	Address string
+}
+
+// CatalogNode is consul-template's dependency.CatalogNode.
+type CatalogNode struct {
+	Node     *Node
+	Services []*CatalogNodeService
+}
+
+type catalogNode struct {
+	Node     *Node
+	Services map[string]*CatalogNodeService
+}
+
+// CARoot is Consul's api.CARoot, reduced to what templates read.
+type CARoot struct {
+	ID                string
+	Name              string
+	SerialNumber      uint64
+	SigningKeyID      string
+	RootCertPEM       string `json:"RootCert"`
+	IntermediateCerts []string
+	Active            bool
+}
+
+// LeafCert is Consul's api.LeafCert, reduced likewise.
+type LeafCert struct {
+	SerialNumber  string
+	CertPEM       string
+	PrivateKeyPEM string
+	Service       string
+	ServiceURI    string
+}
+
+// AgentWeights is Consul's api.AgentWeights.
+type AgentWeights struct {
+	Passing int
+	Warning int
 }
 
 type healthEntry struct {
-	Node struct {
-		Node    string
-		Address string
-	}
+	Node    Node
 	Service struct {
 		ID      string
 		Service string
@@ -42,6 +103,7 @@ type healthEntry struct {
 		Address string
 		Port    int
 		Meta    map[string]string
+		Weights AgentWeights
 	}
 	Checks []struct {
 		CheckID string
@@ -58,14 +120,20 @@ type KeyPair struct {
 
 // HealthService is consul-template's dependency.HealthService, reduced likewise.
 type HealthService struct {
-	Node        string
-	Address     string
-	ID          string
-	Name        string
-	Tags        []string
-	Port        int
-	ServiceMeta map[string]string
-	Status      string
+	Node                string
+	NodeID              string
+	NodeAddress         string
+	NodeDatacenter      string
+	NodeTaggedAddresses map[string]string
+	NodeMeta            map[string]string
+	Address             string
+	ID                  string
+	Name                string
+	Tags                []string
+	Port                int
+	ServiceMeta         map[string]string
+	Status              string
+	Weights             AgentWeights
 }
 
 // CatalogSnippet is consul-template's dependency.CatalogSnippet.
@@ -135,7 +203,84 @@ func status(e healthEntry) string {
 	return worst
 }
 
+// dc takes the datacenter off a query ("x@dc"): the fixture's only datacenter is dc1.
+func dc(query string) (string, error) {
+	if i := strings.Index(query, "@"); i >= 0 {
+		if query[i+1:] != "dc1" {
+			return "", fmt.Errorf("no path to datacenter %q", query[i+1:])
+		}
+		return query[:i], nil
+	}
+	return query, nil
+}
+
+func kv(f func(string) string) func(string) (string, error) {
+	return func(p string) (string, error) {
+		p, err := dc(p)
+		return f(p), err
+	}
+}
+
+func kvList(f func(string) []*KeyPair) func(string) ([]*KeyPair, error) {
+	return func(p string) ([]*KeyPair, error) {
+		p, err := dc(p)
+		return f(p), err
+	}
+}
+
+func nodes(args ...string) ([]*Node, error) {
+	if _, err := dc(strings.Join(args, "")); err != nil {
+		return nil, err
+	}
+	result := append([]*Node{}, snap.Nodes...)
+	sort.SliceStable(result, func(i, j int) bool {
+		if result[i].Node != result[j].Node {
+			return result[i].Node < result[j].Node
+		}
+		return result[i].Address < result[j].Address
+	})
+	return result, nil
+}
+
+func node(args ...string) (*CatalogNode, error) {
+	name, err := dc(strings.Join(args, ""))
+	if err != nil {
+		return nil, err
+	}
+	if name == "" {
+		name = snap.AgentNode
+	}
+	found, ok := snap.Node[name]
+	if !ok {
+		return &CatalogNode{}, nil // catalog_node.go: an unknown node is an empty CatalogNode
+	}
+	result := &CatalogNode{Node: found.Node}
+	for _, s := range found.Services {
+		t := append([]string{}, s.Tags...)
+		sort.Strings(t)
+		c := *s
+		c.Tags = t
+		result.Services = append(result.Services, &c)
+	}
+	sort.SliceStable(result.Services, func(i, j int) bool {
+		a, b := result.Services[i], result.Services[j]
+		if a.Service == b.Service {
+			return a.ID <= b.ID
+		}
+		return a.Service <= b.Service
+	})
+	return result, nil
+}
+
 func service(args ...string) ([]*HealthService, error) {
+	return healthService(snap.Health, args)
+}
+
+func connect(args ...string) ([]*HealthService, error) {
+	return healthService(snap.Connect, args)
+}
+
+func healthService(entries map[string][]healthEntry, args []string) ([]*HealthService, error) {
 	query := strings.Join(args, "|")
 	name, filter, _ := strings.Cut(query, "|")
 	tag := ""
@@ -159,7 +304,7 @@ func service(args ...string) ([]*HealthService, error) {
 		accept["passing"] = true
 	}
 	result := []*HealthService{}
-	for _, e := range snap.Health[name] {
+	for _, e := range entries[name] {
 		st := status(e)
 		if !accept["any"] && !accept[st] {
 			continue
@@ -173,8 +318,10 @@ func service(args ...string) ([]*HealthService, error) {
 		}
 		tags := append([]string{}, e.Service.Tags...)
 		sort.Strings(tags)
-		result = append(result, &HealthService{Node: e.Node.Node, Address: address, ID: e.Service.ID,
-			Name: e.Service.Service, Tags: tags, Port: e.Service.Port, ServiceMeta: e.Service.Meta, Status: st})
+		result = append(result, &HealthService{Node: e.Node.Node, NodeID: e.Node.ID, NodeAddress: e.Node.Address,
+			NodeDatacenter: e.Node.Datacenter, NodeTaggedAddresses: e.Node.TaggedAddresses, NodeMeta: e.Node.Meta,
+			Address: address, ID: e.Service.ID, Name: e.Service.Service, Tags: tags, Port: e.Service.Port,
+			ServiceMeta: e.Service.Meta, Status: st, Weights: e.Service.Weights})
 	}
 	sort.SliceStable(result, func(i, j int) bool {
 		if result[i].Node != result[j].Node {
@@ -194,7 +341,10 @@ func contains(s string, list []string) bool {
 	return false
 }
 
-func services() []*CatalogSnippet {
+func services(args ...string) ([]*CatalogSnippet, error) {
+	if _, err := dc(strings.Join(args, "")); err != nil {
+		return nil, err
+	}
 	var result []*CatalogSnippet
 	for name, tags := range snap.Catalog {
 		t := append([]string{}, tags...)
@@ -202,7 +352,7 @@ func services() []*CatalogSnippet {
 		result = append(result, &CatalogSnippet{Name: name, Tags: t})
 	}
 	sort.Slice(result, func(i, j int) bool { return result[i].Name < result[j].Name })
-	return result
+	return result, nil
 }
 
 // vaultPath is NewVaultReadQuery's and NewVaultListQuery's trimming (vault_read.go, vault_list.go).
@@ -424,21 +574,32 @@ func main() {
 	text, err := os.ReadFile(os.Args[2])
 	check(err)
 	funcs := template.FuncMap{
-		"key": func(s string) string { return snap.KV[s] },
-		"keyOrDefault": func(s, d string) string {
+		"key": kv(func(s string) string { return snap.KV[s] }),
+		"keyOrDefault": func(s, d string) (string, error) {
+			s, err := dc(s)
 			if v := snap.KV[s]; v != "" {
-				return v
+				return v, err
 			}
-			return d
+			return d, err
 		},
-		"keyExists": func(s string) bool { _, ok := snap.KV[s]; return ok },
-		"ls":        ls,
-		"tree":      tree,
-		"service":   service,
-		"services":  services,
-		"secret":    secret,
-		"secrets":   secrets,
-		"env":       os.Getenv,
+		"keyExists": func(s string) (bool, error) {
+			s, err := dc(s)
+			_, ok := snap.KV[s]
+			return ok, err
+		},
+		"ls":          kvList(ls),
+		"tree":        kvList(tree),
+		"service":     service,
+		"connect":     connect,
+		"services":    services,
+		"node":        node,
+		"nodes":       nodes,
+		"datacenters": func() []string { return snap.Datacenters },
+		"caRoots":     func() []*CARoot { return snap.CARoots.Roots },
+		"caLeaf":      func(s string) *LeafCert { return snap.CALeaf[s] },
+		"secret":      secret,
+		"secrets":     secrets,
+		"env":         os.Getenv,
 		"envOrDefault": func(s, d string) string {
 			if v, ok := os.LookupEnv(s); ok {
 				return v
