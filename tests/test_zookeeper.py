@@ -1,4 +1,4 @@
-"""End to end through the real CLI against a real ZooKeeper (tests/servers.py) on 127.0.0.1.
+"""End to end through the real CLI against a real ZooKeeper (tests/servers/) on 127.0.0.1.
 
 One server for the module; each test works under its own chroot, so tests never see each other's
 znodes. Server-side watches are read with the `wchp` four-letter command: that is how the tests
