@@ -168,6 +168,31 @@ template {{
     assert check.returncode == 0, check.stderr
 
 
+def test_default_delimiters_apply_to_templates_without_their_own(tmp_path: Path) -> None:
+    """consul-template's default_delimiters (even after the templates): a template written in them
+    is parsed with them, not read as plain text."""
+    (tmp_path / "ct.hcl").write_text(f'''
+template {{
+  contents = "<< key \\"a\\" >> {{{{ x }}}}"
+  destination = "{tmp_path / 'out/a'}"
+}}
+template {{
+  contents = "[[ key \\"b\\" >>"
+  left_delimiter = "[["
+  destination = "{tmp_path / 'out/b'}"
+}}
+default_delimiters {{
+  left = "<<"
+  right = ">>"
+}}
+''')
+    result = confsync("convert", str(tmp_path / "ct.hcl"), "-o", str(tmp_path / "conv"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    a, b = yaml.safe_load((tmp_path / "conv" / "confsync.yaml").read_text())["templates"]
+    assert a["contents"] == '<< consul.key("a") >> {{ x }}' and a["delimiters"]["variable"] == ["<<", ">>"]
+    assert b["contents"] == '[[ consul.key("b") >>' and b["delimiters"]["variable"] == ["[[", ">>"]
+
+
 def test_unreadable_config_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "ct.hcl").write_text("template {\n  source = \n}\n")
     result = confsync("convert", str(tmp_path / "ct.hcl"), "-o", str(tmp_path / "conv"))

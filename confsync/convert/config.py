@@ -48,7 +48,6 @@ _IGNORED_TOP = {
     "reload_signal": "send a signal to confsync? it re-reads nothing: restart it after a config change",
     "deduplicate": "no equivalent",
     "once": "use `confsync once`",
-    "default_delimiters": "set per template",
 }
 _LOG_LEVELS = {"trace": "debug", "debug": "debug", "info": "info", "warn": "warning", "err": "error",
                "error": "error"}
@@ -117,6 +116,9 @@ def _wait(value: Any, where: str) -> dict[str, str]:
 
 def convert(path: Path, raw: dict[str, Any]) -> Converted:
     out = Converted()
+    # every template's delimiters unless it sets its own (config.go DefaultDelims), wherever the block is
+    defaults = _one(raw.get("default_delimiters", {}))
+    delimiters = (str(defaults.get("left", "{{")), str(defaults.get("right", "}}")))
     for key, value in raw.items():
         if key == "consul":
             out.sources["consul"] = _consul(_one(value), out)
@@ -124,7 +126,7 @@ def convert(path: Path, raw: dict[str, Any]) -> Converted:
             out.sources["vault"] = _vault(_one(value), out)
         elif key == "template":
             for block in _blocks(value):
-                out.templates.append(_template(path, len(out.templates), block, out))
+                out.templates.append(_template(path, len(out.templates), block, out, delimiters))
         elif key == "wait":
             out.top["wait"] = _wait(value, "wait")
         elif key == "max_stale":
@@ -132,6 +134,10 @@ def convert(path: Path, raw: dict[str, Any]) -> Converted:
                              "leader's reads)")
         elif key == "log_level":
             out.top["log_level"] = _LOG_LEVELS.get(str(value).lower(), "info")
+        elif key == "default_delimiters":
+            unknown = sorted(set(defaults) - {"left", "right"})
+            if unknown:
+                out.refused.append(f"default_delimiters.{unknown[0]}: not translated")
         elif key == "exec":
             out.refused.append("exec: not translated: write the `exec:` section for `confsync exec` by hand "
                                "(docs/migrating.md maps each key)")
@@ -194,7 +200,8 @@ def _tls(ssl: dict[str, Any]) -> dict[str, Any]:
     return {"tls": tls} if tls else {}
 
 
-def _template(path: Path, index: int, block: dict[str, Any], out: Converted) -> TemplateSpec:
+def _template(path: Path, index: int, block: dict[str, Any], out: Converted,
+              delimiters: tuple[str, str]) -> TemplateSpec:
     where = f"template[{index}]"
     if "destination" not in block:
         raise ConfigError(f"{path}: {where}: destination is required")
@@ -209,7 +216,8 @@ def _template(path: Path, index: int, block: dict[str, Any], out: Converted) -> 
             raise ConfigError(f"{path}: {where}.source: {exc}") from None
     else:
         contents = str(block["contents"])
-    spec = TemplateSpec(index, src_path, contents, str(Path(str(block["destination"])).expanduser().absolute()))
+    spec = TemplateSpec(index, src_path, contents, str(Path(str(block["destination"])).expanduser().absolute()),
+                        left=delimiters[0], right=delimiters[1])
     for key, value in block.items():
         if key in ("source", "contents", "destination"):
             continue
