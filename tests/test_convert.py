@@ -85,6 +85,7 @@ wait {{
   max = "10s"
 }}
 max_stale = "10m"
+pid_file = "{tmp_path / 'ct.pid'}"
 template {{
   source = "{tmp_path / 'a.ctmpl'}"
   destination = "{tmp_path / 'out/a'}"
@@ -110,6 +111,7 @@ template {{
                                            "max_stale": "10m", "namespace": "team-a"}
     assert config["sources"]["vault"] == {"type": "vault", "address": "http://127.0.0.1:8200"}
     assert config["wait"] == {"min": "2s", "max": "10s"}
+    assert config["pid_file"] == str(tmp_path / "ct.pid")
     first, second = config["templates"]
     assert first["perms"] == "0640" and first["backup"] is True and first["wait"] == {"min": "1s", "max": "5s"}
     assert first["reload"] == second["reload"] == "nginx"  # one reloader for one command

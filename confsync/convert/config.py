@@ -42,7 +42,6 @@ class Converted:
 
 
 _IGNORED_TOP = {
-    "pid_file": "confsync writes no pid file",
     "syslog": "confsync logs to standard error (log_format: json for pipelines)",
     "kill_signal": "confsync does not supervise the app",
     "reload_signal": "send a signal to confsync? it re-reads nothing: restart it after a config change",
@@ -132,6 +131,8 @@ def convert(path: Path, raw: dict[str, Any]) -> Converted:
         elif key == "max_stale":
             out.notes.append("max_stale: mapped to consistency: stale and max_stale on the consul source (0: the "
                              "leader's reads)")
+        elif key == "pid_file":  # resolved against the directory convert runs in, as consul-template does
+            out.top["pid_file"] = str(Path(str(value)).expanduser().absolute())
         elif key == "log_level":
             out.top["log_level"] = _LOG_LEVELS.get(str(value).lower(), "info")
         elif key == "default_delimiters":
