@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -118,6 +119,15 @@ def go_kv_path(path: str) -> str:
     if not isinstance(path, str) or "@" in path or not path.strip("/") or path != path.strip("/"):
         raise ValueError(f"a Consul path {path!r} that confsync would read differently")
     return path
+
+
+def go_service_name(name: str) -> str:
+    """A service name computed at render time (`service .Name`), refused unless consul-template
+    would read all of it as the name: a "." starts a tag, "@" a datacenter, "~" a near node
+    (dependency.go serviceNameRe)."""
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_\-]+", name):
+        raise ValueError(f"a service name {name!r} that consul-template reads as more than a name")
+    return name
 
 
 def go_vault_path(path: str) -> str:
@@ -234,5 +244,6 @@ def explode(tree: Mapping[str, str]) -> dict[str, Any]:
     return out
 
 
-FILTERS = {f.__name__: f for f in (go_print, go_json, go_str, go_quote, go_kv_path, go_vault_path, go_trim, go_split,
-                                   go_indent, go_b64encode, go_b64decode, go_lower, go_upper, by_tag, by_key, explode)}
+FILTERS = {f.__name__: f for f in (go_print, go_json, go_str, go_quote, go_kv_path, go_service_name, go_vault_path,
+                                   go_trim, go_split, go_indent, go_b64encode, go_b64decode, go_lower, go_upper, by_tag,
+                                   by_key, explode)}

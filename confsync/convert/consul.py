@@ -98,8 +98,12 @@ def _service(connect: bool) -> Callable[[list[Value], Pos], Value]:
     def translate(args: list[Value], pos: Pos) -> Value:
         if not args:
             raise Refusal(pos, f"{name} needs a name")
+        computed = not args[0].is_literal
+        if computed:  # `service .Name`: a plain name, checked when rendered; the rest literal health states
+            first = want(args[0], "str", pos, f"{name}'s name")
+            args = [Value('"x"', "str", literal="x", is_literal=True), *args[1:]]
         m = _query(args, pos, name, _SERVICE, sep="|")
-        params = [jinja_string(m.group("name"))]
+        params = [f"({first.code} | go_service_name)" if computed else jinja_string(m.group("name"))]
         if m.group("tag"):
             params.append(f"tag={jinja_string(m.group('tag'))}")
         # health_service.go: a set of states, "any" accepting every instance; none (or just passing) is passing
