@@ -121,6 +121,29 @@ def go_kv_path(path: str) -> str:
     return path
 
 
+_BOOLS = {"1": True, "t": True, "T": True, "TRUE": True, "true": True, "True": True,
+          "0": False, "f": False, "F": False, "FALSE": False, "false": False, "False": False, "": False}
+
+
+def go_parse_bool(text: str) -> bool:
+    """consul-template's parseBool: "" is false, else strconv.ParseBool's words."""
+    if not isinstance(text, str) or text not in _BOOLS:
+        raise ValueError(f"parseBool: {text!r} is not a boolean to Go")
+    return _BOOLS[text]
+
+
+def go_parse_int(text: str, unsigned: bool = False) -> int:
+    """consul-template's parseInt and parseUint: "" is 0, else strconv's base-10 syntax (a sign
+    for parseInt only, ASCII digits, no space or "_") within 64 bits."""
+    if text == "":
+        return 0
+    low, high = (0, 2**64 - 1) if unsigned else (-(2**63), 2**63 - 1)
+    if not isinstance(text, str) or not re.fullmatch(r"[0-9]+" if unsigned else r"[+-]?[0-9]+", text) \
+            or not low <= int(text) <= high:
+        raise ValueError(f"parse{'Uint' if unsigned else 'Int'}: {text!r} is not a 64-bit integer to Go")
+    return int(text)
+
+
 def go_service_name(name: str) -> str:
     """A service name computed at render time (`service .Name`), refused unless consul-template
     would read all of it as the name: a "." starts a tag, "@" a datacenter, "~" a near node
@@ -244,6 +267,6 @@ def explode(tree: Mapping[str, str]) -> dict[str, Any]:
     return out
 
 
-FILTERS = {f.__name__: f for f in (go_print, go_json, go_str, go_quote, go_kv_path, go_service_name, go_vault_path,
-                                   go_trim, go_split, go_indent, go_b64encode, go_b64decode, go_lower, go_upper, by_tag,
-                                   by_key, explode)}
+FILTERS = {f.__name__: f for f in (go_print, go_json, go_str, go_quote, go_kv_path, go_parse_bool, go_parse_int,
+                                   go_service_name, go_vault_path, go_trim, go_split, go_indent, go_b64encode,
+                                   go_b64decode, go_lower, go_upper, by_tag, by_key, explode)}

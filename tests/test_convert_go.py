@@ -39,6 +39,8 @@ KV = {
     "app/cert_b64": base64.b64encode(b"hello\nworld").decode(),
     "app/multi": "line1\nline2\n\nline4\n",
     "app/unicode": "héllo wörld",
+    "app/flag": "true",
+    "app/neg": "-42",
     "config/db/host": "db1",
     "config/db/port": "5432",
     "config/cache/host": "redis1",

@@ -128,6 +128,14 @@ def _trim_affix(method: str, name: str) -> Translator:
     return translate
 
 
+def _parse(filter_code: str, kind: str, name: str, nonneg: bool = False) -> Translator:
+    def translate(args: list[Value], pos: Pos) -> Value:
+        count(args, 1, pos, name)
+        s = want(args[0], "str", pos, name)
+        return Value(f"({s.code} | {filter_code})", kind, nonneg=nonneg)
+    return translate
+
+
 def parse_json(args: list[Value], pos: Pos) -> Value:
     count(args, 1, pos, "parseJSON")
     v = want(args[0], "str", pos, "parseJSON")
@@ -230,6 +238,9 @@ TRANSLATORS: dict[str, Translator] = {
     "sha256Hex": _text_filter("sha256", "sha256Hex"),
     "md5sum": _text_filter("md5", "md5sum"),
     "parseJSON": parse_json,
+    "parseBool": _parse("go_parse_bool", "bool", "parseBool"),
+    "parseInt": _parse("go_parse_int", "int", "parseInt"),
+    "parseUint": _parse("go_parse_int(unsigned=true)", "int", "parseUint", nonneg=True),
     "split": split,
     "join": join,
     "replaceAll": replace_all,

@@ -18,6 +18,7 @@ import (
 	"os"
 	"reflect"
 	"sort"
+	"strconv"
 	"strings"
 	"text/template"
 )
@@ -514,8 +515,29 @@ func indent(spaces int, s string) (string, error) {
 	return string(out), nil
 }
 
-func arith(op string) func(b, a int) (int, error) {
-	return func(b, a int) (int, error) {
+// toInt64 is the integer half of consul-template's reflection on arithmetic and loop arguments
+// (funcs.go add, loop): any int or uint kind (a literal, len, parseInt's int64, parseUint's uint64).
+func toInt64(v interface{}) (int64, error) {
+	rv := reflect.ValueOf(v)
+	switch rv.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return rv.Int(), nil
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return int64(rv.Uint()), nil
+	}
+	return 0, fmt.Errorf("not an integer: %T", v)
+}
+
+func arith(op string) func(bv, av interface{}) (int64, error) {
+	return func(bv, av interface{}) (int64, error) {
+		a, err := toInt64(av)
+		if err != nil {
+			return 0, err
+		}
+		b, err := toInt64(bv)
+		if err != nil {
+			return 0, err
+		}
 		switch op {
 		case "+":
 			return a + b, nil
@@ -543,8 +565,16 @@ func unescapedJSON(v interface{}, indent string) (string, error) {
 	return strings.TrimRight(buf.String(), "\r\n"), nil
 }
 
-func loop(bounds ...int) (<-chan int64, error) {
-	start, stop := 0, 0
+func loop(args ...interface{}) (<-chan int64, error) {
+	var bounds []int64
+	for _, a := range args {
+		n, err := toInt64(a)
+		if err != nil {
+			return nil, err
+		}
+		bounds = append(bounds, n)
+	}
+	var start, stop int64
 	switch len(bounds) {
 	case 1:
 		stop = bounds[0]
@@ -556,7 +586,7 @@ func loop(bounds ...int) (<-chan int64, error) {
 	ch := make(chan int64)
 	go func() {
 		for i := start; i < stop; i++ {
-			ch <- int64(i)
+			ch <- i
 		}
 		close(ch)
 	}()
@@ -664,6 +694,24 @@ func main() {
 		"md5sum": func(s string) string {
 			sum := md5.Sum([]byte(s))
 			return hex.EncodeToString(sum[:])
+		},
+		"parseBool": func(s string) (bool, error) {
+			if s == "" {
+				return false, nil
+			}
+			return strconv.ParseBool(s)
+		},
+		"parseInt": func(s string) (int64, error) {
+			if s == "" {
+				return 0, nil
+			}
+			return strconv.ParseInt(s, 10, 64)
+		},
+		"parseUint": func(s string) (uint64, error) {
+			if s == "" {
+				return 0, nil
+			}
+			return strconv.ParseUint(s, 10, 64)
 		},
 		"toLower":   strings.ToLower,
 		"toUpper":   strings.ToUpper,
