@@ -148,8 +148,18 @@ def go_service_name(name: str) -> str:
     """A service name computed at render time (`service .Name`), refused unless consul-template
     would read all of it as the name: a "." starts a tag, "@" a datacenter, "~" a near node
     (dependency.go serviceNameRe)."""
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_\-]+", name):
-        raise ValueError(f"a service name {name!r} that consul-template reads as more than a name")
+    return _plain_name(name, r"[A-Za-z0-9_\-]+", "service")
+
+
+def go_node_name(name: str) -> str:
+    """A node name computed at render time (`node .Node`), likewise ("@" starts a datacenter, and
+    "" would be the local agent's node; nodeNameRe)."""
+    return _plain_name(name, r"[A-Za-z0-9_.\-]+", "node")
+
+
+def _plain_name(name: str, pattern: str, what: str) -> str:
+    if not isinstance(name, str) or not re.fullmatch(pattern, name):
+        raise ValueError(f"a {what} name {name!r} that consul-template reads as more than a name")
     return name
 
 
@@ -268,5 +278,5 @@ def explode(tree: Mapping[str, str]) -> dict[str, Any]:
 
 
 FILTERS = {f.__name__: f for f in (go_print, go_json, go_str, go_quote, go_kv_path, go_parse_bool, go_parse_int,
-                                   go_service_name, go_vault_path, go_trim, go_split, go_indent, go_b64encode,
-                                   go_b64decode, go_lower, go_upper, by_tag, by_key, explode)}
+                                   go_node_name, go_service_name, go_vault_path, go_trim, go_split, go_indent,
+                                   go_b64encode, go_b64decode, go_lower, go_upper, by_tag, by_key, explode)}

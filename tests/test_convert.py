@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from confsync import filters_go
 from tests.helpers import confsync
 
 
@@ -201,3 +202,21 @@ def test_unreadable_config_is_a_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert f"{tmp_path / 'ct.hcl'}:" in result.stderr and "not valid HCL" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("guard", "value"), [
+    (filters_go.go_service_name, "v2.web"),  # consul-template reads a tag, a datacenter, a near node
+    (filters_go.go_service_name, "web@dc2"),
+    (filters_go.go_node_name, "n1@dc2"),
+    (filters_go.go_node_name, ""),  # the local agent's node to consul-template
+    (filters_go.go_vault_path, " / "),
+    (filters_go.go_parse_int, " 5"),
+    (filters_go.go_parse_int, "1_000"),
+    (filters_go.go_parse_int, str(2**63)),
+    (filters_go.go_parse_bool, "yes"),
+])
+def test_render_time_guards_fail_where_consul_template_reads_otherwise(guard, value) -> None:
+    """A value computed at render time that consul-template would read another way (or refuse)
+    fails the render, keeping the last good file, rather than rendering something else."""
+    with pytest.raises(ValueError):
+        guard(value)

@@ -127,6 +127,9 @@ def services(args: list[Value], pos: Pos) -> Value:
 
 
 def node(args: list[Value], pos: Pos) -> Value:
+    if len(args) == 1 and not args[0].is_literal:  # `node .Node`: a plain name, checked when rendered
+        name = want(args[0], "str", pos, "node's name")
+        return Value(f"{CONSUL}.node(({name.code} | go_node_name))", "catalognode")
     # catalog_node.go: no name (or "") is the local agent's node
     spec = "".join(literal_str(a, pos, "node's name") for a in args)
     m = _query(args, pos, "node", _NODE) if spec else None
