@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -196,5 +197,16 @@ def test_converted_template_renders_what_go_renders(world: World, converted: Pat
     assert (converted / template.stem).read_bytes().decode() == expected
 
 
-def test_corpus_is_big_enough() -> None:
-    assert len(list(CORPUS.glob("*.ctmpl"))) >= 30
+def test_corpus_is_big_enough_and_covers_every_translation() -> None:
+    """Each function the converter translates (Go's and consul-template's) and each statement is
+    checked against Go by at least one template of the corpus."""
+    from confsync.convert.builtins import BUILTINS
+    from confsync.convert.functions import TRANSLATORS
+
+    templates = sorted(CORPUS.glob("*.ctmpl"))
+    assert len(templates) >= 30
+    text = "\n".join(t.read_text() for t in templates)
+    untested = [f for f in sorted({*BUILTINS, *TRANSLATORS}) if not re.search(rf"(?<![\w.$]){f}\b", text)]
+    statements = ["{{-", "-}}", "{{/*", "if ", "else if", "else", "range ", "with ", "define ", "template ",
+                  "block ", ":=", " = ", "$i, $", "end"]
+    assert not untested and all(f in text for f in statements), untested
