@@ -100,7 +100,8 @@ def _seed_consul(addr: str) -> dict[str, Any]:
             body = {"Node": node, "Address": node_addr, **NODES.get(node, {}),
                     "Service": {"ID": sid, "Service": name, "Port": port, "Tags": tags, "Address": svc_addr,
                                 "Meta": meta, **({"Weights": WEIGHTS[sid]} if sid in WEIGHTS else {})},
-                    "Checks": [{"CheckID": f"check-{sid}", "Name": "c", "Status": status, "ServiceID": sid}]}
+                    "Checks": [{"CheckID": f"check-{sid}", "Name": f"{name} health", "Status": status, "ServiceID": sid,
+                                "Notes": "GET /health", "Output": f"HTTP 200: {status} <ok>"}]}
             assert http.put("/v1/catalog/register", json=body).status_code == 200
         assert http.put("/v1/catalog/register", json=PROXY).status_code == 200
         # The snapshot the Go side reads is what Consul itself answers.

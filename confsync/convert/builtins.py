@@ -15,7 +15,7 @@ from confsync.convert.values import GO_PRINTED, LISTS, PRINTABLE, Cascade, Refus
 
 # a struct or a non-nil pointer: always true in Go
 STRUCTS = ("kvpair", "snippet", "service", "secret", "secretdata", "weights", "catalognode", "node", "nodeservice",
-           "caroot", "caleaf")
+           "caroot", "caleaf", "check")
 
 
 def truth(v: Value) -> str:

@@ -58,7 +58,7 @@ RESERVED = {"consul", "vault", "env", "loop", "range", "dict", "lipsum", "cycler
 
 
 _ELEMENT_NAMES = {"services": "instance", "intlist": "i", "nodes": "node", "nodeservices": "service",
-                  "caroots": "root"}
+                  "caroots": "root", "checks": "check"}
 
 
 def jinja_delimiters(left: str, right: str) -> Delimiters | None:

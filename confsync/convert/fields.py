@@ -37,7 +37,11 @@ STRUCT_FIELDS: dict[str, dict[str, tuple[str, str]]] = {
                 "NodeTaggedAddresses": ("node_tagged_addresses", "strmap"), "NodeMeta": ("node_meta", "strmap"),
                 "ID": ("id", "str"), "Name": ("name", "str"),
                 "Tags": ("tags", "strlist"), "ServiceMeta": ("meta", "strmap"), "Status": ("status", "str"),
-                "Weights": ("weights", "weights")},
+                "Weights": ("weights", "weights"), "Checks": ("checks", "checks")},
+    "check": {"Node": ("node", "str"), "CheckID": ("check_id", "str"), "Name": ("name", "str"),
+              "Status": ("status", "str"), "Notes": ("notes", "str"), "Output": ("output", "str"),
+              "ServiceID": ("service_id", "str"), "ServiceName": ("service_name", "str"),
+              "ServiceTags": ("service_tags", "strlist"), "Type": ("type", "str")},
     "weights": {"Passing": ("passing", "int"), "Warning": ("warning", "int")},
     "catalognode": {"Node": ("node", "node"), "Services": ("services", "nodeservices")},
     "node": {"ID": ("id", "str"), "Node": ("node", "str"), "Address": ("address", "str"),
@@ -52,8 +56,8 @@ STRUCT_FIELDS: dict[str, dict[str, tuple[str, str]]] = {
                "PrivateKeyPEM": ("private_key_pem", "str"), "Service": ("service", "str"),
                "ServiceURI": ("service_uri", "str")},
 }
-_STRUCT_NAMES = {"service": "service", "weights": "service's weights", "catalognode": "node", "node": "node",
-                 "nodeservice": "node's service", "caroot": "CA root", "caleaf": "leaf certificate"}
+_STRUCT_NAMES = {"service": "service", "check": "health check", "weights": "service's weights", "catalognode": "node",
+                 "node": "node", "nodeservice": "node's service", "caroot": "CA root", "caleaf": "leaf certificate"}
 
 
 def field_of(value: Value, name: str, pos: Pos) -> Value:

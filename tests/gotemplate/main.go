@@ -89,6 +89,20 @@ type LeafCert struct {
 	ServiceURI    string
 }
 
+// HealthCheck is Consul's api.HealthCheck, reduced to what templates read.
+type HealthCheck struct {
+	Node        string
+	CheckID     string
+	Name        string
+	Status      string
+	Notes       string
+	Output      string
+	ServiceID   string
+	ServiceName string
+	ServiceTags []string
+	Type        string
+}
+
 // AgentWeights is Consul's api.AgentWeights.
 type AgentWeights struct {
 	Passing int
@@ -106,10 +120,7 @@ type healthEntry struct {
 		Meta    map[string]string
 		Weights AgentWeights
 	}
-	Checks []struct {
-		CheckID string
-		Status  string
-	}
+	Checks []*HealthCheck
 }
 
 // KeyPair is consul-template's dependency.KeyPair, reduced to what templates read.
@@ -135,6 +146,7 @@ type HealthService struct {
 	ServiceMeta         map[string]string
 	Status              string
 	Weights             AgentWeights
+	Checks              []*HealthCheck
 }
 
 // CatalogSnippet is consul-template's dependency.CatalogSnippet.
@@ -322,7 +334,7 @@ func healthService(entries map[string][]healthEntry, args []string) ([]*HealthSe
 		result = append(result, &HealthService{Node: e.Node.Node, NodeID: e.Node.ID, NodeAddress: e.Node.Address,
 			NodeDatacenter: e.Node.Datacenter, NodeTaggedAddresses: e.Node.TaggedAddresses, NodeMeta: e.Node.Meta,
 			Address: address, ID: e.Service.ID, Name: e.Service.Service, Tags: tags, Port: e.Service.Port,
-			ServiceMeta: e.Service.Meta, Status: st, Weights: e.Service.Weights})
+			ServiceMeta: e.Service.Meta, Status: st, Weights: e.Service.Weights, Checks: e.Checks})
 	}
 	sort.SliceStable(result, func(i, j int) bool {
 		if result[i].Node != result[j].Node {
