@@ -28,7 +28,7 @@ def _convert(tmp_path: Path, templates: dict[str, str], extra: str = "") -> tupl
     ('a\n{{ writeToFile "/etc/x" "y" "" "" }}', "2:4", "writeToFile"),
     ('{{ frobnicate "x" }}', "1:4", "unknown function 'frobnicate'"),
     ('{{ timestamp }}', "1:4", "timestamp: changes at every render"),
-    ('{{ range service "web" }}{{ .ServiceTaggedAddresses }}{{ end }}', "1:29", ".ServiceTaggedAddresses of a service"),
+    ('{{ range service "web" }}{{ .Namespace }}{{ end }}', "1:29", ".Namespace of a service: translated are"),
     ('{{ with secret "secret/data/x" }}{{ .LeaseID }}{{ end }}', "1:37", ".LeaseID of a secret"),
     ('{{ tree "a" }}', "1:1", "printing a kvlist"),
     ('{{ printf "%q" 5 }}', "1:4", "%q of a int"),

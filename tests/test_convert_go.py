@@ -60,6 +60,7 @@ SERVICES = [  # node, node address, service id, name, port, tags, service addres
 NODES = {"node-a": {"NodeMeta": {"rack": "r1", "zone": "a"},
                     "TaggedAddresses": {"lan": "10.0.0.1", "wan": "198.51.100.1"}}}
 WEIGHTS = {"db-1": {"Passing": 10, "Warning": 2}}
+TAGGED = {"web-1": {"lan": {"Address": "10.0.0.1", "Port": 8080}, "wan": {"Address": "198.51.100.1", "Port": 80}}}
 PROXY = {"Node": "node-a", "Address": "10.0.0.1", **NODES["node-a"],  # web's sidecar: what `connect "web"` lists
          "Service": {"ID": "web-1-sidecar-proxy", "Service": "web-sidecar-proxy", "Kind": "connect-proxy",
                      "Port": 21000, "Proxy": {"DestinationServiceName": "web", "DestinationServiceID": "web-1"}},
@@ -99,7 +100,8 @@ def _seed_consul(addr: str) -> dict[str, Any]:
         for node, node_addr, sid, name, port, tags, svc_addr, meta, status in SERVICES:
             body = {"Node": node, "Address": node_addr, **NODES.get(node, {}),
                     "Service": {"ID": sid, "Service": name, "Port": port, "Tags": tags, "Address": svc_addr,
-                                "Meta": meta, **({"Weights": WEIGHTS[sid]} if sid in WEIGHTS else {})},
+                                "Meta": meta, **({"Weights": WEIGHTS[sid]} if sid in WEIGHTS else {}),
+                                **({"TaggedAddresses": TAGGED[sid]} if sid in TAGGED else {})},
                     "Checks": [{"CheckID": f"check-{sid}", "Name": f"{name} health", "Status": status, "ServiceID": sid,
                                 "Notes": "GET /health", "Output": f"HTTP 200: {status} <ok>"}]}
             assert http.put("/v1/catalog/register", json=body).status_code == 200

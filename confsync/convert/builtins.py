@@ -11,11 +11,11 @@ from collections.abc import Callable
 from confsync.convert.fields import index_of
 from confsync.convert.gotemplate import Pos
 from confsync.convert.printf import translate
-from confsync.convert.values import GO_PRINTED, LISTS, PRINTABLE, Cascade, Refusal, Value, paren
+from confsync.convert.values import GO_PRINTED, LISTS, MAPS, PRINTABLE, Cascade, Refusal, Value, paren
 
 # a struct or a non-nil pointer: always true in Go
 STRUCTS = ("kvpair", "snippet", "service", "secret", "secretdata", "weights", "catalognode", "node", "nodeservice",
-           "caroot", "caleaf", "check")
+           "caroot", "caleaf", "check", "svcaddr")
 
 
 def truth(v: Value) -> str:
@@ -66,7 +66,7 @@ def len_(args: list[Value], pos: Pos) -> Value:
     v = args[0]
     if v.kind == "str":  # Go counts bytes
         return Value(f"({paren(v.code)}.encode() | length)", "int", nonneg=True)
-    if v.kind in LISTS or v.kind in ("strmap", "anymap", "json", "bytag", "bykey", "pairmap", "snippets") \
+    if v.kind in LISTS or v.kind in MAPS or v.kind in ("json", "snippets") \
             or (v.kind == "kvlist" and not v.extra):
         return Value(f"({paren(v.code)} | length)", "int", nonneg=True)
     raise Refusal(pos, f"len of a {v.kind} value")

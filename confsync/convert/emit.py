@@ -41,6 +41,7 @@ from confsync.convert.gotemplate import (
 from confsync.convert.values import (
     GO_PRINTED,
     LISTS,
+    MAPS,
     PRINTABLE,
     Cascade,
     Refusal,
@@ -311,10 +312,9 @@ class Emitter:
                 iterable += f' if "/" not in {key_name}'
             kind = "kvpair" if k == "kvlist" else "snippet"
             return f"{key_name}, {value_name}", iterable, Value("", kind, (key_name, value_name)), None
-        elem_kinds = {"bytag": "services", "bykey": "pairmap", "strmap": "str", "anymap": "any", "pairmap": "kvpair"}
-        if k in elem_kinds:
+        if k in MAPS:
             key_name, value_name = names("key", "value")
-            elem_kind = elem_kinds[k]
+            elem_kind = MAPS[k]
             elem = Value(value_name, elem_kind) if elem_kind != "kvpair" else \
                 Value("", "kvpair", (key_name, value_name))
             return (f"{key_name}, {value_name}", f"{paren(v.code)} | dictsort(true)", elem,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 from confsync.convert.gotemplate import Pos
-from confsync.convert.values import LISTS, Cascade, Refusal, Value, jinja_string, paren
+from confsync.convert.values import LISTS, MAPS, Cascade, Refusal, Value, jinja_string, paren
 
 _KV_V2 = re.compile(r"^[^/]+/data/.")  # a KV v2 read written the way consul-template reads it
 _TWO_SEGMENTS = re.compile(r"^[^/]+/[^/]+/")
@@ -37,7 +37,9 @@ STRUCT_FIELDS: dict[str, dict[str, tuple[str, str]]] = {
                 "NodeTaggedAddresses": ("node_tagged_addresses", "strmap"), "NodeMeta": ("node_meta", "strmap"),
                 "ID": ("id", "str"), "Name": ("name", "str"),
                 "Tags": ("tags", "strlist"), "ServiceMeta": ("meta", "strmap"), "Status": ("status", "str"),
-                "Weights": ("weights", "weights"), "Checks": ("checks", "checks")},
+                "Weights": ("weights", "weights"), "Checks": ("checks", "checks"),
+                "ServiceTaggedAddresses": ("tagged_addresses", "addrmap")},
+    "svcaddr": {"Address": ("address", "str"), "Port": ("port", "int")},
     "check": {"Node": ("node", "str"), "CheckID": ("check_id", "str"), "Name": ("name", "str"),
               "Status": ("status", "str"), "Notes": ("notes", "str"), "Output": ("output", "str"),
               "ServiceID": ("service_id", "str"), "ServiceName": ("service_name", "str"),
@@ -57,7 +59,8 @@ STRUCT_FIELDS: dict[str, dict[str, tuple[str, str]]] = {
                "ServiceURI": ("service_uri", "str")},
 }
 _STRUCT_NAMES = {"service": "service", "check": "health check", "weights": "service's weights", "catalognode": "node",
-                 "node": "node", "nodeservice": "node's service", "caroot": "CA root", "caleaf": "leaf certificate"}
+                 "node": "node", "nodeservice": "node's service", "caroot": "CA root", "caleaf": "leaf certificate",
+                 "svcaddr": "tagged address"}
 
 
 def field_of(value: Value, name: str, pos: Pos) -> Value:
@@ -87,9 +90,8 @@ def field_of(value: Value, name: str, pos: Pos) -> Value:
         if name == "data":
             return Value(code, "anymap")
         raise Refusal(pos, f".Data.{name} of a KV v2 secret: only .Data.data is translated")
-    if k in ("anymap", "any", "json", "strmap", "bytag", "bykey", "pairmap"):
-        elem = {"anymap": "any", "any": "any", "json": "json", "strmap": "str", "bytag": "services",
-                "bykey": "pairmap", "pairmap": "kvpair"}[k]
+    if k in MAPS or k in ("any", "json"):
+        elem = {"any": "any", "json": "json", **MAPS}[k]
         if elem == "kvpair":
             raise Refusal(pos, f".{name} of a byKey group")
         return Value(f"{paren(code)}[{jinja_string(name)}]", elem)
@@ -98,11 +100,13 @@ def field_of(value: Value, name: str, pos: Pos) -> Value:
     raise Refusal(pos, f".{name} of a {k} value")
 
 
+_ZEROS = {"strmap": '""', "bytag": "[]", "addrmap": '{"address": "", "port": 0}'}
+
+
 def index_of(value: Value, key: Value, pos: Pos) -> Value:
     k = value.kind
-    if k in ("strmap", "bytag") and key.kind == "str":
-        zero = '""' if k == "strmap" else "[]"  # Go's index gives the zero value for a missing key
-        return Value(f"{paren(value.code)}.get({key.code}, {zero})", "str" if k == "strmap" else "services")
+    if k in _ZEROS and key.kind == "str":  # Go's index gives the zero value for a missing key
+        return Value(f"{paren(value.code)}.get({key.code}, {_ZEROS[k]})", MAPS[k])
     if k in ("anymap", "json", "any") and key.kind in ("str", "int"):
         return Value(f"{paren(value.code)}[{key.code}]", "json" if k == "json" else "any")
     if k in LISTS and k != "intlist" and key.kind == "int" and key.nonneg:

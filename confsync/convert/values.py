@@ -32,10 +32,14 @@ from confsync.convert.gotemplate import Pos
 #   nodeservices, nodeservice  []*CatalogNodeService / one    / its "services" / a mapping
 #   weights                    api.AgentWeights               / a service's "weights"
 #   checks, check              api.HealthChecks / one         / a service's "checks" / a mapping
+#   addrmap, svcaddr           map[string]api.ServiceAddress / one / "tagged_addresses" / a mapping
 #   caroots, caroot, caleaf    []*api.CARoot / one, *api.LeafCert / consul.ca_roots(), ca_leaf()
 # a list kind → its elements' kind (each ranged over, indexed and counted the same way)
 LISTS = {"services": "service", "strlist": "str", "intlist": "int", "nodes": "node", "nodeservices": "nodeservice",
          "caroots": "caroot", "checks": "check"}
+# a map kind (string keys, ranged over in sorted order) → its values' kind
+MAPS = {"strmap": "str", "anymap": "any", "bytag": "services", "bykey": "pairmap", "pairmap": "kvpair",
+        "addrmap": "svcaddr"}
 PRINTABLE = {"str", "int"}  # printed by Jinja2 exactly as Go prints them
 GO_PRINTED = {"bool", "json", "any", "strlist", "strmap", "anymap", "float"}  # through go_print
 

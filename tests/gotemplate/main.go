@@ -103,6 +103,12 @@ type HealthCheck struct {
 	Type        string
 }
 
+// ServiceAddress is Consul's api.ServiceAddress.
+type ServiceAddress struct {
+	Address string
+	Port    int
+}
+
 // AgentWeights is Consul's api.AgentWeights.
 type AgentWeights struct {
 	Passing int
@@ -112,13 +118,14 @@ type AgentWeights struct {
 type healthEntry struct {
 	Node    Node
 	Service struct {
-		ID      string
-		Service string
-		Tags    []string
-		Address string
-		Port    int
-		Meta    map[string]string
-		Weights AgentWeights
+		ID              string
+		Service         string
+		Tags            []string
+		Address         string
+		Port            int
+		Meta            map[string]string
+		Weights         AgentWeights
+		TaggedAddresses map[string]ServiceAddress
 	}
 	Checks []*HealthCheck
 }
@@ -132,21 +139,22 @@ type KeyPair struct {
 
 // HealthService is consul-template's dependency.HealthService, reduced likewise.
 type HealthService struct {
-	Node                string
-	NodeID              string
-	NodeAddress         string
-	NodeDatacenter      string
-	NodeTaggedAddresses map[string]string
-	NodeMeta            map[string]string
-	Address             string
-	ID                  string
-	Name                string
-	Tags                []string
-	Port                int
-	ServiceMeta         map[string]string
-	Status              string
-	Weights             AgentWeights
-	Checks              []*HealthCheck
+	Node                   string
+	NodeID                 string
+	NodeAddress            string
+	NodeDatacenter         string
+	NodeTaggedAddresses    map[string]string
+	NodeMeta               map[string]string
+	Address                string
+	ID                     string
+	Name                   string
+	Tags                   []string
+	Port                   int
+	ServiceMeta            map[string]string
+	Status                 string
+	Weights                AgentWeights
+	Checks                 []*HealthCheck
+	ServiceTaggedAddresses map[string]ServiceAddress
 }
 
 // CatalogSnippet is consul-template's dependency.CatalogSnippet.
@@ -334,7 +342,8 @@ func healthService(entries map[string][]healthEntry, args []string) ([]*HealthSe
 		result = append(result, &HealthService{Node: e.Node.Node, NodeID: e.Node.ID, NodeAddress: e.Node.Address,
 			NodeDatacenter: e.Node.Datacenter, NodeTaggedAddresses: e.Node.TaggedAddresses, NodeMeta: e.Node.Meta,
 			Address: address, ID: e.Service.ID, Name: e.Service.Service, Tags: tags, Port: e.Service.Port,
-			ServiceMeta: e.Service.Meta, Status: st, Weights: e.Service.Weights, Checks: e.Checks})
+			ServiceMeta: e.Service.Meta, Status: st, Weights: e.Service.Weights, Checks: e.Checks,
+			ServiceTaggedAddresses: e.Service.TaggedAddresses})
 	}
 	sort.SliceStable(result, func(i, j int) bool {
 		if result[i].Node != result[j].Node {
