@@ -59,6 +59,8 @@ SERVICES = [  # node, node address, service id, name, port, tags, service addres
 
 NODES = {"node-a": {"NodeMeta": {"rack": "r1", "zone": "a"},
                     "TaggedAddresses": {"lan": "10.0.0.1", "wan": "198.51.100.1"}}}
+COORDINATES = {"node-c": 0, "node-b": 1, "node-a": 5, "consul-emulator": 9}  # ?near: distance on a line
+NEAR = ("node-c", "_agent")
 WEIGHTS = {"db-1": {"Passing": 10, "Warning": 2}}
 TAGGED = {"web-1": {"lan": {"Address": "10.0.0.1", "Port": 8080}, "wan": {"Address": "198.51.100.1", "Port": 80}}}
 PROXY = {"Node": "node-a", "Address": "10.0.0.1", **NODES["node-a"],  # web's sidecar: what `connect "web"` lists
@@ -116,6 +118,9 @@ def _seed_consul(addr: str) -> dict[str, Any]:
                 "node": {n["Node"]: http.get(f"/v1/catalog/node/{n['Node']}").json() for n in nodes},
                 "agent_node": http.get("/v1/agent/self").json()["Config"]["NodeName"],
                 "datacenters": http.get("/v1/catalog/datacenters").json(),
+                "nodes_near": {n: http.get("/v1/catalog/nodes", params={"near": n}).json() for n in NEAR},
+                "health_near": {f"{s}~{n}": http.get(f"/v1/health/service/{s}", params={"near": n}).json()
+                                for s in catalog for n in NEAR},
                 "ca_roots": http.get("/v1/agent/connect/ca/roots").json(),
                 "ca_leaf": {"web": http.get("/v1/agent/connect/ca/leaf/web").json()}}
 
@@ -148,6 +153,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     tmp = tmp_path_factory.mktemp("convert-go")
     ctrender = build_ctrender(tmp)
     with consul_emulator() as emu, openbao_server() as bao:
+        emu.coordinates.update(COORDINATES)
         snapshot = _seed_consul(emu.addr)
         snapshot.update(_seed_vault(bao.addr, bao.root_token))
         path = tmp / "snapshot.json"

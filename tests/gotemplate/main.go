@@ -29,6 +29,8 @@ type snapshot struct {
 	Connect     map[string][]healthEntry   `json:"connect"`
 	Catalog     map[string][]string        `json:"catalog"`
 	Nodes       []*Node                    `json:"nodes"`
+	NodesNear   map[string][]*Node         `json:"nodes_near"`
+	HealthNear  map[string][]healthEntry   `json:"health_near"`
 	Node        map[string]catalogNode     `json:"node"`
 	AgentNode   string                     `json:"agent_node"`
 	Datacenters []string                   `json:"datacenters"`
@@ -249,9 +251,19 @@ func kvList(f func(string) []*KeyPair) func(string) ([]*KeyPair, error) {
 	}
 }
 
+// cutNear takes "~node" off a query: with it, consul-template keeps Consul's order (by distance).
+func cutNear(query string) (string, string) {
+	query, near, _ := strings.Cut(query, "~")
+	return query, near
+}
+
 func nodes(args ...string) ([]*Node, error) {
-	if _, err := dc(strings.Join(args, "")); err != nil {
+	query, near := cutNear(strings.Join(args, ""))
+	if _, err := dc(query); err != nil {
 		return nil, err
+	}
+	if near != "" {
+		return snap.NodesNear[near], nil
 	}
 	result := append([]*Node{}, snap.Nodes...)
 	sort.SliceStable(result, func(i, j int) bool {
@@ -308,11 +320,13 @@ func healthService(entries map[string][]healthEntry, args []string) ([]*HealthSe
 	if i := strings.Index(name, "."); i >= 0 {
 		tag, name = name[:i], name[i+1:]
 	}
-	if i := strings.Index(name, "@"); i >= 0 { // the fixture's only datacenter is dc1
-		if name[i+1:] != "dc1" {
-			return nil, fmt.Errorf("no path to datacenter %q", name[i+1:])
-		}
-		name = name[:i]
+	name, near := cutNear(name)
+	name, err := dc(name)
+	if err != nil {
+		return nil, err
+	}
+	if near != "" {
+		entries = map[string][]healthEntry{name: snap.HealthNear[name+"~"+near]}
 	}
 	// health_service.go: a comma-separated set of states, "any" accepting all; none means passing
 	accept := map[string]bool{}
@@ -344,6 +358,9 @@ func healthService(entries map[string][]healthEntry, args []string) ([]*HealthSe
 			Address: address, ID: e.Service.ID, Name: e.Service.Service, Tags: tags, Port: e.Service.Port,
 			ServiceMeta: e.Service.Meta, Status: st, Weights: e.Service.Weights, Checks: e.Checks,
 			ServiceTaggedAddresses: e.Service.TaggedAddresses})
+	}
+	if near != "" {
+		return result, nil
 	}
 	sort.SliceStable(result, func(i, j int) bool {
 		if result[i].Node != result[j].Node {
