@@ -53,6 +53,11 @@ def _kv_path(args: list[Value], pos: Pos, name: str) -> str:
     if not v.is_literal:
         return f"({v.code} | go_kv_path)"
     path, at, dc = str(v.literal).partition("@")
+    # keyRe and prefixRe: one leading "/" is not part of the path; a folder listed as "p/" is the
+    # folder p, as confsync lists it (and without "apple/…", which "p" would also list)
+    path = path.removeprefix("/")
+    if name in ("tree", "ls"):
+        path = path.removesuffix("/")
     if "?" in path:
         raise Refusal(pos, f"{name} {v.literal!r}: Consul Enterprise's ?ns= and ?partition= are not translated")
     if at and not re.fullmatch(_WORD, dc):
@@ -60,7 +65,8 @@ def _kv_path(args: list[Value], pos: Pos, name: str) -> str:
     if not path.strip("/"):
         raise Refusal(pos, f"{name} of an empty path")
     if path.startswith("/") or path.endswith("/"):
-        raise Refusal(pos, f"{name} {path!r}: confsync strips the leading and trailing /, consul-template does not")
+        raise Refusal(pos, f"{name} {v.literal!r}: confsync strips every leading and trailing /, consul-template "
+                           "one leading / (and, for tree and ls, one trailing /)")
     return jinja_string(path) + (f", dc={jinja_string(dc)}" if at else "")
 
 

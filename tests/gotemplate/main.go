@@ -237,16 +237,21 @@ func dc(query string) (string, error) {
 	return query, nil
 }
 
+// kvPath is keyRe and prefixRe (dependency.go): one leading "/" is not part of the key, nor "@dc".
+func kvPath(p string) (string, error) {
+	return dc(strings.TrimPrefix(p, "/"))
+}
+
 func kv(f func(string) string) func(string) (string, error) {
 	return func(p string) (string, error) {
-		p, err := dc(p)
+		p, err := kvPath(p)
 		return f(p), err
 	}
 }
 
 func kvList(f func(string) []*KeyPair) func(string) ([]*KeyPair, error) {
 	return func(p string) ([]*KeyPair, error) {
-		p, err := dc(p)
+		p, err := kvPath(p)
 		return f(p), err
 	}
 }
@@ -644,14 +649,14 @@ func main() {
 	funcs := template.FuncMap{
 		"key": kv(func(s string) string { return snap.KV[s] }),
 		"keyOrDefault": func(s, d string) (string, error) {
-			s, err := dc(s)
+			s, err := kvPath(s)
 			if v := snap.KV[s]; v != "" {
 				return v, err
 			}
 			return d, err
 		},
 		"keyExists": func(s string) (bool, error) {
-			s, err := dc(s)
+			s, err := kvPath(s)
 			_, ok := snap.KV[s]
 			return ok, err
 		},
