@@ -126,10 +126,12 @@ template {{
 def test_json_config_and_exec_refused(tmp_path: Path) -> None:
     (tmp_path / "ct.json").write_text(json.dumps({
         "exec": {"command": "app"},
+        "vault": {"ssl": {"ca_cert": "/ca.pem", "server_name": "vault.internal"}},
         "template": [{"contents": "{{ env \"HOME\" }}", "destination": str(tmp_path / "out")}]}))
     result = confsync("convert", str(tmp_path / "ct.json"), "-o", str(tmp_path / "conv"))
     assert result.returncode == 1
     assert "exec: not translated: write the `exec:` section" in result.stdout
+    assert "vault.ssl.server_name: not translated" in result.stdout
     config = yaml.safe_load((tmp_path / "conv" / "confsync.yaml").read_text())
     assert config["templates"][0]["contents"] == '{{ env("HOME", "") }}'
 

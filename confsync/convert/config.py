@@ -166,7 +166,7 @@ def _consul(block: dict[str, Any], out: Converted) -> dict[str, Any]:
             ssl = _one(value)
             if ssl.get("enabled") and "address" in source and "://" not in source["address"]:
                 source["address"] = "https://" + source["address"]
-            source.update(_tls(ssl))
+            source.update(_tls(ssl, "consul", out))
         elif key in ("namespace", "partition"):
             source[key] = str(value)
         elif key in ("retry", "transport"):
@@ -188,14 +188,17 @@ def _vault(block: dict[str, Any], out: Converted) -> dict[str, Any]:
         elif key in ("renew_token", "retry", "default_lease_duration", "lease_renewal_threshold"):
             out.notes.append(f"vault.{key}: not mapped: confsync renews tokens and leases itself")
         elif key == "ssl":
-            source.update(_tls(_one(value)))
+            source.update(_tls(_one(value), "vault", out))
         else:
             out.refused.append(f"vault.{key}: not translated")
     return source
 
 
-def _tls(ssl: dict[str, Any]) -> dict[str, Any]:
-    """consul-template's ssl block → confsync's tls mapping (empty: nothing to say)."""
+def _tls(ssl: dict[str, Any], where: str, out: Converted) -> dict[str, Any]:
+    """consul-template's ssl block → confsync's tls mapping (empty: nothing to say); a key it cannot
+    map (server_name, ca_path) is refused rather than dropped."""
+    for key in sorted(set(ssl) - {"enabled", "verify", "ca_cert", "cert", "key"}):
+        out.refused.append(f"{where}.ssl.{key}: not translated")
     tls = {new: ssl[old] for old, new in (("ca_cert", "ca_file"), ("cert", "cert_file"), ("key", "key_file"),
                                           ("verify", "verify")) if old in ssl}
     return {"tls": tls} if tls else {}
