@@ -30,6 +30,7 @@ def _convert(tmp_path: Path, templates: dict[str, str], extra: str = "") -> tupl
     ('{{ timestamp }}', "1:4", "timestamp: changes at every render"),
     ('{{ range service "web" }}{{ .Namespace }}{{ end }}', "1:29", ".Namespace of a service: translated are"),
     ('{{ with secret "secret/data/x" }}{{ .LeaseID }}{{ end }}', "1:37", ".LeaseID of a secret"),
+    ('{{ with secret "secret/x" }}{{ .Data.data.y }}{{ end }}', "1:32", "write a KV v2 path as mount/data/"),
     ('{{ tree "a" }}', "1:1", "printing a kvlist"),
     ('{{ printf "%q" 5 }}', "1:4", "%q of a int"),
     ('{{ printf "%05s" "x" }}', "1:4", "flags of %05s differ"),

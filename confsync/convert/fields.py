@@ -90,6 +90,10 @@ def field_of(value: Value, name: str, pos: Pos) -> Value:
         if name == "data":
             return Value(code, "anymap")
         raise Refusal(pos, f".Data.{name} of a KV v2 secret: only .Data.data is translated")
+    if k == "anymap" and value.extra and name in ("data", "metadata"):  # a secret's .Data, not KV v2 by its path
+        raise Refusal(pos, f".Data.{name} of the secret at {value.extra[0]!r}: on a KV v2 mount consul-template "
+                           f"puts the fields in .Data.data, on others .Data.{name} is a field of that name, and "
+                           "which one cannot be told without Vault: write a KV v2 path as mount/data/…")
     if k in MAPS or k in ("any", "json"):
         elem = {"any": "any", "json": "json", **MAPS}[k]
         if elem == "kvpair":
