@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -142,6 +143,17 @@ def go_parse_int(text: str, unsigned: bool = False) -> int:
             or not low <= int(text) <= high:
         raise ValueError(f"parse{'Uint' if unsigned else 'Int'}: {text!r} is not a 64-bit integer to Go")
     return int(text)
+
+
+def go_parse_float(text: str) -> float:
+    """consul-template's parseFloat: "" is 0, else a decimal strconv.ParseFloat reads the same (its
+    hexadecimal, Inf and NaN forms fail the render, as a value out of range fails there)."""
+    if text == "":
+        return 0.0
+    if not isinstance(text, str) or not re.fullmatch(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", text) \
+            or math.isinf(float(text)):
+        raise ValueError(f"parseFloat: {text!r} is not a float Go reads the same")
+    return float(text)
 
 
 def go_service_name(name: str) -> str:
@@ -277,6 +289,6 @@ def explode(tree: Mapping[str, str]) -> dict[str, Any]:
     return out
 
 
-FILTERS = {f.__name__: f for f in (go_print, go_json, go_str, go_quote, go_kv_path, go_parse_bool, go_parse_int,
-                                   go_node_name, go_service_name, go_vault_path, go_trim, go_split, go_indent,
-                                   go_b64encode, go_b64decode, go_lower, go_upper, by_tag, by_key, explode)}
+FILTERS = {f.__name__: f for f in (go_print, go_json, go_str, go_quote, go_kv_path, go_parse_bool, go_parse_float,
+                                   go_parse_int, go_node_name, go_service_name, go_vault_path, go_trim, go_split,
+                                   go_indent, go_b64encode, go_b64decode, go_lower, go_upper, by_tag, by_key, explode)}

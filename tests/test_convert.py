@@ -218,6 +218,8 @@ def test_unreadable_config_is_a_clear_error(tmp_path: Path) -> None:
     (filters_go.go_parse_int, "1_000"),
     (filters_go.go_parse_int, str(2**63)),
     (filters_go.go_parse_bool, "yes"),
+    (filters_go.go_parse_float, "1_000.5"),  # Python's float() reads it, Go's ParseFloat does not
+    (filters_go.go_parse_float, "1e400"),
 ])
 def test_render_time_guards_fail_where_consul_template_reads_otherwise(guard, value) -> None:
     """A value computed at render time that consul-template would read another way (or refuse)

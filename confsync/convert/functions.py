@@ -240,6 +240,7 @@ TRANSLATORS: dict[str, Translator] = {
     "parseJSON": parse_json,
     "parseBool": _parse("go_parse_bool", "bool", "parseBool"),
     "parseInt": _parse("go_parse_int", "int", "parseInt"),
+    "parseFloat": _parse("go_parse_float", "float", "parseFloat"),
     "parseUint": _parse("go_parse_int(unsigned=true)", "int", "parseUint", nonneg=True),
     "split": split,
     "join": join,

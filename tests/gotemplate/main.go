@@ -750,6 +750,12 @@ func main() {
 			}
 			return strconv.ParseInt(s, 10, 64)
 		},
+		"parseFloat": func(s string) (float64, error) {
+			if s == "" {
+				return 0, nil
+			}
+			return strconv.ParseFloat(s, 64)
+		},
 		"parseUint": func(s string) (uint64, error) {
 			if s == "" {
 				return 0, nil
