@@ -234,6 +234,8 @@ def test_a_watched_key_that_cannot_be_read_is_a_warning_a_metric_and_not_ready(p
         assert 'reason="unreadable"' in metrics
         (tmp_path / "data/k").write_text("2")
         daemon.wait_event("written")
+        # Said once, not by the value and again by the template that uses it (issue 16).
+        assert daemon.log().count('"event": "unreadable"') == 1, daemon.log()
         assert ready().status_code == 200
         (tmp_path / "data/k").unlink()
         assert "does not exist" in daemon.wait_event("unreadable")["message"]
