@@ -40,6 +40,7 @@ from confsync.convert.gotemplate import (
 )
 from confsync.convert.values import (
     GO_PRINTED,
+    INT64,
     LISTS,
     MAPS,
     PRINTABLE,
@@ -304,7 +305,7 @@ class Emitter:
             if k == "intlist" and index_var is not None:
                 raise Refusal(pos, "range $i, $e over loop: Go ranges over its channel with one variable only")
             name = self.fresh(elem_var or _ELEMENT_NAMES.get(k, "item"))
-            return name, v.code, Value(name, LISTS[k]), None
+            return name, v.code, Value(name, LISTS[k], INT64 if k == "intlist" else ()), None
         if k in ("kvlist", "snippets"):
             key_name, value_name = names("key", "value") if k == "kvlist" else names("name", "tags")
             iterable = f"{paren(v.code)} | dictsort(true)"

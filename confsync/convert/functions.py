@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from confsync.convert import consul
 from confsync.convert.gotemplate import Pos
-from confsync.convert.values import Refusal, Value, count, jinja_string, literal_str, want
+from confsync.convert.values import INT64, Refusal, Value, count, jinja_string, literal_str, want
 from confsync.filters_go import GO_SPACE
 
 VAULT = "vault"  # the source name the converted config declares
@@ -132,7 +132,7 @@ def _parse(filter_code: str, kind: str, name: str, nonneg: bool = False) -> Tran
     def translate(args: list[Value], pos: Pos) -> Value:
         count(args, 1, pos, name)
         s = want(args[0], "str", pos, name)
-        return Value(f"({s.code} | {filter_code})", kind, nonneg=nonneg)
+        return Value(f"({s.code} | {filter_code})", kind, INT64 if kind == "int" else (), nonneg=nonneg)
     return translate
 
 
@@ -194,6 +194,8 @@ def explode(args: list[Value], pos: Pos) -> Value:
 def indent(args: list[Value], pos: Pos) -> Value:
     count(args, 2, pos, "indent")
     n = want(args[0], "int", pos, "indent's width")
+    if n.extra == INT64:
+        raise Refusal(pos, "indent's width from add…modulo, parseInt or loop: an int64, which Go refuses for an int")
     s = want(args[1], "str", pos, "indent")
     return Value(f"({s.code} | go_indent({n.code}))", "str")
 
@@ -205,7 +207,7 @@ def _arith(op: str, name: str, nonneg_only: bool = False) -> Translator:
         if nonneg_only and not (a.nonneg and b.nonneg):
             raise Refusal(pos, f"{name} of integers that may be negative: Go truncates toward zero, "
                                "Python floors")
-        return Value(f"({a.code} {op} {b.code})", "int", nonneg=a.nonneg and b.nonneg and op != "-")
+        return Value(f"({a.code} {op} {b.code})", "int", INT64, nonneg=a.nonneg and b.nonneg and op != "-")
     return translate
 
 

@@ -34,6 +34,9 @@ from confsync.convert.gotemplate import Pos
 #   checks, check              api.HealthChecks / one         / a service's "checks" / a mapping
 #   addrmap, svcaddr           map[string]api.ServiceAddress / one / "tagged_addresses" / a mapping
 #   caroots, caroot, caleaf    []*api.CARoot / one, *api.LeafCert / consul.ca_roots(), ca_leaf()
+# the extra of an int that is an int64 in Go (arithmetic, parseInt, loop), which a function taking an
+# int (indent) refuses there, unlike a literal, len or a Port
+INT64 = ("int64",)
 # a list kind → its elements' kind (each ranged over, indexed and counted the same way)
 LISTS = {"services": "service", "strlist": "str", "intlist": "int", "nodes": "node", "nodeservices": "nodeservice",
          "caroots": "caroot", "checks": "check"}
