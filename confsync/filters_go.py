@@ -263,6 +263,23 @@ def by_tag(instances: list[Mapping[str, Any]]) -> dict[str, list[Mapping[str, An
     return groups
 
 
+def by_meta(instances: list[Mapping[str, Any]], keys: str) -> dict[str, list[Mapping[str, Any]]]:
+    """consul-template's byMeta "k1,k2|int": the instances grouped by their service meta values,
+    each made safe ([^A-Za-z0-9_-] → "_"), "_no_<k>_" for a missing or empty one, "|int" ones as
+    %05d (0 when missing), joined with "_"."""
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for instance in instances:
+        parts = []
+        for key in keys.split(","):
+            name = key.removesuffix("|int")
+            value = (instance.get("meta") or {}).get(name) or ("0" if key.endswith("|int") else f"_no_{name}_")
+            if key.endswith("|int"):
+                value = f"{go_parse_int(value):05d}"  # strconv.Atoi's syntax, else the render fails
+            parts.append(re.sub(r"[^a-zA-Z0-9_-]", "_", value))
+        groups.setdefault("_".join(parts), []).append(instance)
+    return groups
+
+
 def by_key(tree: Mapping[str, str]) -> dict[str, dict[str, str]]:
     """consul-template's byKey: a tree grouped by its first path segment ("a/b/c" → a: {"b/c": …})."""
     groups: dict[str, dict[str, str]] = {}
@@ -291,4 +308,5 @@ def explode(tree: Mapping[str, str]) -> dict[str, Any]:
 
 FILTERS = {f.__name__: f for f in (go_print, go_json, go_str, go_quote, go_kv_path, go_parse_bool, go_parse_float,
                                    go_parse_int, go_node_name, go_service_name, go_vault_path, go_trim, go_split,
-                                   go_indent, go_b64encode, go_b64decode, go_lower, go_upper, by_tag, by_key, explode)}
+                                   go_indent, go_b64encode, go_b64decode, go_lower, go_upper, by_tag, by_meta, by_key,
+                                   explode)}

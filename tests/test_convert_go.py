@@ -51,7 +51,7 @@ KV = {
 SERVICES = [  # node, node address, service id, name, port, tags, service address, meta, check status
     ("node-a", "10.0.0.1", "web-1", "web", 8080, ["v2", "primary"], "", {"version": "2"}, "passing"),
     ("node-b", "10.0.0.2", "web-2", "web", 8080, ["v1"], "10.1.0.2", {}, "passing"),
-    ("node-b", "10.0.0.2", "web-4", "web", 8082, ["v2"], "", {}, "passing"),
+    ("node-b", "10.0.0.2", "web-4", "web", 8082, ["v2"], "", {"version": "v2.1", "weight": "10"}, "passing"),
     ("node-c", "10.0.0.3", "web-3", "web", 8081, ["v2"], "", {}, "critical"),
     ("node-a", "10.0.0.1", "db-1", "db", 5432, ["primary"], "", {"role": "primary"}, "passing"),
     ("node-b", "10.0.0.2", "db-2", "db", 5432, ["replica"], "", {}, "warning"),

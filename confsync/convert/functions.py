@@ -175,6 +175,13 @@ def by_tag(args: list[Value], pos: Pos) -> Value:
     return Value(f"({v.code} | by_tag)", "bytag")
 
 
+def by_meta(args: list[Value], pos: Pos) -> Value:
+    count(args, 2, pos, "byMeta")
+    keys = want(args[0], "str", pos, "byMeta's keys")
+    v = want(args[1], "services", pos, "byMeta")
+    return Value(f"({v.code} | by_meta({keys.code}))", "bytag")  # map[string][]*HealthService, as byTag's
+
+
 def by_key(args: list[Value], pos: Pos) -> Value:
     count(args, 1, pos, "byKey")
     v = want(args[0], "kvlist", pos, "byKey")
@@ -251,6 +258,7 @@ TRANSLATORS: dict[str, Translator] = {
     "in": lambda args, pos: contains_in(args, pos, reverse=False),
     "byTag": by_tag,
     "byKey": by_key,
+    "byMeta": by_meta,
     "explode": explode,
     "indent": indent,
     "add": _arith("+", "add"),

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"os"
 	"reflect"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -467,6 +468,39 @@ func secret(path string, rest ...string) (*Secret, error) {
 	return &s, nil
 }
 
+// byMeta follows consul-template's byMeta (funcs.go).
+func byMeta(meta string, services []*HealthService) (map[string][]*HealthService, error) {
+	re := regexp.MustCompile("[^a-zA-Z0-9_-]")
+	get := func(m map[string]string, key string) string {
+		name := strings.TrimSuffix(key, "|int")
+		if v := m[name]; v != "" {
+			return v
+		}
+		if strings.HasSuffix(key, "|int") {
+			return "0"
+		}
+		return fmt.Sprintf("_no_%s_", name)
+	}
+	groups := map[string][]*HealthService{}
+	for _, s := range services {
+		var parts []string
+		for _, key := range strings.Split(meta, ",") {
+			value := get(s.ServiceMeta, key)
+			if strings.HasSuffix(key, "|int") {
+				i, err := strconv.Atoi(value)
+				if err != nil {
+					return nil, err
+				}
+				value = fmt.Sprintf("%05d", i)
+			}
+			parts = append(parts, re.ReplaceAllString(value, "_"))
+		}
+		k := strings.Join(parts, "_")
+		groups[k] = append(groups[k], s)
+	}
+	return groups, nil
+}
+
 func byTag(in []*HealthService) map[string][]*HealthService {
 	m := map[string][]*HealthService{}
 	for _, s := range in {
@@ -708,6 +742,7 @@ func main() {
 		"in":           in,
 		"byTag":        byTag,
 		"byKey":        byKey,
+		"byMeta":       byMeta,
 		"explode":      explode,
 		"indent":       indent,
 		"add":          arith("+"),
