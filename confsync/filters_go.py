@@ -198,6 +198,17 @@ def go_split(text: str, sep: str) -> list[str]:
     return text.split(sep)
 
 
+def go_split_to_map(text: str, sep: str, kv_sep: str) -> dict[str, str]:
+    """consul-template's splitToMap: split as split does, each item cut at its first `kv_sep` (an
+    item without one is left out; a later key wins)."""
+    result = {}
+    for item in go_split(text, sep):
+        key, found, value = item.partition(kv_sep) if kv_sep else ("", "x", item)  # Cut(s, "") cuts at 0
+        if found:
+            result[key] = value
+    return result
+
+
 def go_indent(text: str, spaces: int) -> str:
     """consul-template's indent: the prefix before every line that does not start with a newline."""
     if spaces < 0:
@@ -308,5 +319,5 @@ def explode(tree: Mapping[str, str]) -> dict[str, Any]:
 
 FILTERS = {f.__name__: f for f in (go_print, go_json, go_str, go_quote, go_kv_path, go_parse_bool, go_parse_float,
                                    go_parse_int, go_node_name, go_service_name, go_vault_path, go_trim, go_split,
-                                   go_indent, go_b64encode, go_b64decode, go_lower, go_upper, by_tag, by_meta, by_key,
-                                   explode)}
+                                   go_split_to_map, go_indent, go_b64encode, go_b64decode, go_lower, go_upper, by_tag,
+                                   by_meta, by_key, explode)}

@@ -148,6 +148,12 @@ def split(args: list[Value], pos: Pos) -> Value:
     return Value(f"({s.code} | go_split({sep.code}))", "strlist")
 
 
+def split_to_map(args: list[Value], pos: Pos) -> Value:
+    count(args, 3, pos, "splitToMap")
+    sep, kv_sep, s = (want(a, "str", pos, "splitToMap") for a in args)
+    return Value(f"({s.code} | go_split_to_map({sep.code}, {kv_sep.code}))", "strmap")
+
+
 def join(args: list[Value], pos: Pos) -> Value:
     count(args, 2, pos, "join")
     sep = want(args[0], "str", pos, "join's separator")
@@ -244,6 +250,8 @@ TRANSLATORS: dict[str, Translator] = {
     "loop": loop,
     "trimPrefix": _trim_affix("removeprefix", "trimPrefix"),
     "trimSuffix": _trim_affix("removesuffix", "trimSuffix"),
+    "trim": _trim_affix("strip", "trim"),  # strings.Trim(s, cutset): the same set of code points
+    "splitToMap": split_to_map,
     "sha256Hex": _text_filter("sha256", "sha256Hex"),
     "md5sum": _text_filter("md5", "md5sum"),
     "parseJSON": parse_json,

@@ -765,6 +765,20 @@ func main() {
 		"loop":                  loop,
 		"trimPrefix":            func(p, s string) string { return strings.TrimPrefix(s, p) },
 		"trimSuffix":            func(p, s string) string { return strings.TrimSuffix(s, p) },
+		"trim":                  func(c, s string) string { return strings.Trim(s, c) },
+		"splitToMap": func(sep1, sep2, s string) map[string]string {
+			m := map[string]string{}
+			s = strings.TrimSpace(s)
+			if s == "" {
+				return m
+			}
+			for _, item := range strings.Split(s, sep1) {
+				if k, v, found := strings.Cut(item, sep2); found {
+					m[k] = v
+				}
+			}
+			return m
+		},
 		"sha256Hex": func(s string) string {
 			sum := sha256.Sum256([]byte(s))
 			return hex.EncodeToString(sum[:])
