@@ -274,6 +274,14 @@ def by_tag(instances: list[Mapping[str, Any]]) -> dict[str, list[Mapping[str, An
     return groups
 
 
+def by_port(instances: list[Mapping[str, Any]]) -> dict[int, list[Mapping[str, Any]]]:
+    """consul-template's byPort: port → the instances listening on it, in their order."""
+    groups: dict[int, list[Mapping[str, Any]]] = {}
+    for instance in instances:
+        groups.setdefault(instance["port"], []).append(instance)
+    return groups
+
+
 def by_meta(instances: list[Mapping[str, Any]], keys: str) -> dict[str, list[Mapping[str, Any]]]:
     """consul-template's byMeta "k1,k2|int": the instances grouped by their service meta values,
     each made safe ([^A-Za-z0-9_-] → "_"), "_no_<k>_" for a missing or empty one, "|int" ones as
@@ -320,4 +328,4 @@ def explode(tree: Mapping[str, str]) -> dict[str, Any]:
 FILTERS = {f.__name__: f for f in (go_print, go_json, go_str, go_quote, go_kv_path, go_parse_bool, go_parse_float,
                                    go_parse_int, go_node_name, go_service_name, go_vault_path, go_trim, go_split,
                                    go_split_to_map, go_indent, go_b64encode, go_b64decode, go_lower, go_upper, by_tag,
-                                   by_meta, by_key, explode)}
+                                   by_port, by_meta, by_key, explode)}

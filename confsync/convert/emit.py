@@ -42,6 +42,7 @@ from confsync.convert.values import (
     GO_PRINTED,
     INT64,
     LISTS,
+    MAP_KEYS,
     MAPS,
     PRINTABLE,
     Cascade,
@@ -319,7 +320,7 @@ class Emitter:
             elem = Value(value_name, elem_kind) if elem_kind != "kvpair" else \
                 Value("", "kvpair", (key_name, value_name))
             return (f"{key_name}, {value_name}", f"{paren(v.code)} | dictsort(true)", elem,
-                    Value(key_name, "str"))
+                    Value(key_name, MAP_KEYS.get(k, "str")))
         if k == "error":
             raise Cascade(pos, "")
         raise Refusal(pos, f"range over a {k} value: its Go iteration order or element type is not known")

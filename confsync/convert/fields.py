@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 from confsync.convert.gotemplate import Pos
-from confsync.convert.values import LISTS, MAPS, Cascade, Refusal, Value, jinja_string, paren
+from confsync.convert.values import LISTS, MAP_KEYS, MAPS, Cascade, Refusal, Value, jinja_string, paren
 
 _KV_V2 = re.compile(r"^[^/]+/data/.")  # a KV v2 read written the way consul-template reads it
 _TWO_SEGMENTS = re.compile(r"^[^/]+/[^/]+/")
@@ -104,12 +104,12 @@ def field_of(value: Value, name: str, pos: Pos) -> Value:
     raise Refusal(pos, f".{name} of a {k} value")
 
 
-_ZEROS = {"strmap": '""', "bytag": "[]", "addrmap": '{"address": "", "port": 0}'}
+_ZEROS = {"strmap": '""', "bytag": "[]", "portmap": "[]", "addrmap": '{"address": "", "port": 0}'}
 
 
 def index_of(value: Value, key: Value, pos: Pos) -> Value:
     k = value.kind
-    if k in _ZEROS and key.kind == "str":  # Go's index gives the zero value for a missing key
+    if k in _ZEROS and key.kind == MAP_KEYS.get(k, "str"):  # Go's index: the zero value for a missing key
         return Value(f"{paren(value.code)}.get({key.code}, {_ZEROS[k]})", MAPS[k])
     if k in ("anymap", "json", "any") and key.kind in ("str", "int"):
         return Value(f"{paren(value.code)}[{key.code}]", "json" if k == "json" else "any")

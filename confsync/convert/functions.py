@@ -181,6 +181,12 @@ def by_tag(args: list[Value], pos: Pos) -> Value:
     return Value(f"({v.code} | by_tag)", "bytag")
 
 
+def by_port(args: list[Value], pos: Pos) -> Value:
+    count(args, 1, pos, "byPort")
+    v = want(args[0], "services", pos, "byPort")
+    return Value(f"({v.code} | by_port)", "portmap")
+
+
 def by_meta(args: list[Value], pos: Pos) -> Value:
     count(args, 2, pos, "byMeta")
     keys = want(args[0], "str", pos, "byMeta's keys")
@@ -267,6 +273,7 @@ TRANSLATORS: dict[str, Translator] = {
     "byTag": by_tag,
     "byKey": by_key,
     "byMeta": by_meta,
+    "byPort": by_port,
     "explode": explode,
     "indent": indent,
     "add": _arith("+", "add"),

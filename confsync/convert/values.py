@@ -32,6 +32,7 @@ from confsync.convert.gotemplate import Pos
 #   nodeservices, nodeservice  []*CatalogNodeService / one    / its "services" / a mapping
 #   weights                    api.AgentWeights               / a service's "weights"
 #   checks, check              api.HealthChecks / one         / a service's "checks" / a mapping
+#   portmap                    byPort's map[int][]…           / a mapping port → instances
 #   addrmap, svcaddr           map[string]api.ServiceAddress / one / "tagged_addresses" / a mapping
 #   caroots, caroot, caleaf    []*api.CARoot / one, *api.LeafCert / consul.ca_roots(), ca_leaf()
 # the extra of an int that is an int64 in Go (arithmetic, parseInt, loop), which a function taking an
@@ -42,7 +43,8 @@ LISTS = {"services": "service", "strlist": "str", "intlist": "int", "nodes": "no
          "caroots": "caroot", "checks": "check"}
 # a map kind (string keys, ranged over in sorted order) → its values' kind
 MAPS = {"strmap": "str", "anymap": "any", "bytag": "services", "bykey": "pairmap", "pairmap": "kvpair",
-        "addrmap": "svcaddr"}
+        "addrmap": "svcaddr", "portmap": "services"}
+MAP_KEYS = {"portmap": "int"}  # the maps whose keys are not strings
 PRINTABLE = {"str", "int"}  # printed by Jinja2 exactly as Go prints them
 GO_PRINTED = {"bool", "json", "any", "strlist", "strmap", "anymap", "float"}  # through go_print
 

@@ -501,6 +501,14 @@ func byMeta(meta string, services []*HealthService) (map[string][]*HealthService
 	return groups, nil
 }
 
+func byPort(in []*HealthService) map[int][]*HealthService {
+	m := map[int][]*HealthService{}
+	for _, s := range in {
+		m[s.Port] = append(m[s.Port], s)
+	}
+	return m
+}
+
 func byTag(in []*HealthService) map[string][]*HealthService {
 	m := map[string][]*HealthService{}
 	for _, s := range in {
@@ -743,6 +751,7 @@ func main() {
 		"byTag":        byTag,
 		"byKey":        byKey,
 		"byMeta":       byMeta,
+		"byPort":       byPort,
 		"explode":      explode,
 		"indent":       indent,
 		"add":          arith("+"),
