@@ -23,7 +23,7 @@ DEADLINE = 20.0
 
 
 def build_ctrender(directory: Path) -> Path:
-    """Build tests/gotemplate/main.go (Go's text/template with consul-template's functions) into
+    """Build tests/gotemplate/ (Go's text/template with consul-template's functions) into
     `directory`: standard library only, so no module download; the build cache stays in there too."""
     import shutil
 
@@ -32,7 +32,8 @@ def build_ctrender(directory: Path) -> Path:
     binary = directory / "ctrender"
     env = {**os.environ, "GOCACHE": str(directory / "gocache"), "GOPATH": str(directory / "gopath"),
            "GO111MODULE": "off", "GOFLAGS": ""}
-    subprocess.run([go, "build", "-o", str(binary), str(ROOT / "tests" / "gotemplate" / "main.go")],
+    sources = sorted(str(p) for p in (ROOT / "tests" / "gotemplate").glob("*.go"))
+    subprocess.run([go, "build", "-o", str(binary), *sources],
                    check=True, env=env, timeout=300)
     return binary
 

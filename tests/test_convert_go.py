@@ -1,5 +1,5 @@
 """`confsync convert` is tested against Go itself: every template in tests/convert_corpus/ is rendered
-by Go's text/template (tests/gotemplate/main.go, consul-template's functions over a snapshot of the
+by Go's text/template (tests/gotemplate/, consul-template's functions over a snapshot of the
 data) and, converted, by `confsync once` against the same data in the Consul emulator and OpenBao;
 the two outputs must be the same bytes.
 """
