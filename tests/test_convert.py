@@ -42,6 +42,7 @@ def _convert(tmp_path: Path, templates: dict[str, str], extra: str = "") -> tupl
     ('{{ key "app/" }}', "1:4", "confsync strips every leading and trailing /"),
     ('{{ tree "//app" }}', "1:4", "consul-template one leading /"),
     ('{{ key 5 }}', "1:4", "key's path: expects str"),
+    ('{{ executeTemplate (env "T") }}', "1:4", "executeTemplate's name must be a quoted string literal"),
     ('{{ indent (add 1 1) "x" }}', "1:4", "an int64, which Go refuses for an int"),
     ('{{ key "a?ns=x" }}', "1:4", "?ns= and ?partition= are not translated"),
     ('{{ range caRoots }}{{ .NotBefore }}{{ end }}', "1:23", ".NotBefore of a CA root: translated are ID"),

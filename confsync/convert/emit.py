@@ -50,6 +50,7 @@ from confsync.convert.values import (
     Value,
     is_name,
     literal,
+    literal_str,
     paren,
     unique,
 )
@@ -326,19 +327,33 @@ class Emitter:
         raise Refusal(pos, f"range over a {k} value: its Go iteration order or element type is not known")
 
     def call(self, node: Call) -> None:
-        body = self.parsed.defines.get(node.name)
+        self.inline(node.name, self.pipe(node.pipe) if node.pipe else None, node.pos)
+
+    def execute_template(self, args: list[Value], pos: Pos) -> Value:
+        """consul-template's executeTemplate "name" [dot]: the named template's output as a string,
+        captured by a Jinja2 `{% set %}` block (a name computed at render time is refused)."""
+        if not 1 <= len(args) <= 2:
+            raise Refusal(pos, "executeTemplate takes a name and at most one value")
+        name = literal_str(args[0], pos, "executeTemplate's name")
+        jname = self.fresh("executed")
+        self.tag(f"set {jname}")
+        self.inline(name, args[1] if len(args) == 2 else None, pos)
+        self.tag("endset")
+        return Value(jname, "str")
+
+    def inline(self, name: str, dot: Value | None, pos: Pos) -> None:
+        body = self.parsed.defines.get(name)
         if body is None:
-            raise Refusal(node.pos, f"no template named {node.name!r} is defined in this file")
-        if node.name in self.calls:
-            raise Refusal(node.pos, f"template {node.name!r} calls itself")
-        dot = self.pipe(node.pipe) if node.pipe else None
+            raise Refusal(pos, f"no template named {name!r} is defined in this file")
+        if name in self.calls:
+            raise Refusal(pos, f"template {name!r} calls itself")
         if dot is not None and not is_name(dot.code) and dot.kind not in ("kvpair", "snippet"):
             jname = self.fresh("it")
             self.tag(f"set {jname} = {dot.code}")
             dot = Value(jname, dot.kind, dot.extra, dot.nonneg)
         scope = _Scope(dot, dot, {"$template-boundary": _Var(Value("", "error"), 0)})
         self.scopes.append(scope)
-        self.calls.append(node.name)
+        self.calls.append(name)
         try:
             self.nodes(body)  # inlined: a Go template call is its body with a new dot and no variables
         finally:
@@ -399,6 +414,8 @@ class Emitter:
     def function(self, name: str, args: list[Value], pos: Pos) -> Value:
         if any(a.kind == "error" for a in args):
             raise Cascade(pos, "")
+        if name == "executeTemplate":
+            return self.execute_template(args, pos)
         translator = BUILTINS.get(name) or functions.TRANSLATORS.get(name)
         if translator is not None:
             return translator(args, pos)

@@ -26,7 +26,6 @@ REFUSED = {
     "scratch": "mutable scratch storage has no sandbox-safe equivalent; use variables",
     "toYAML": "Go's yaml.v2 quotes and orders differently from confsync's to_yaml",
     "toTOML": "no TOML writer in confsync",
-    "executeTemplate": "calls a template by a name computed at render time; use `template`",
     "pkiCert": "keeps a certificate in the destination file; use secret on pki/issue",
     "sockaddr": "reads the host's network interfaces",
     "regexMatch": "Go's RE2 syntax differs from Python's re",

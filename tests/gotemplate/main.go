@@ -43,6 +43,27 @@ type snapshot struct {
 
 var snap snapshot
 
+// root is the template being rendered, for executeTemplate.
+var root *template.Template
+
+// executeTemplate is consul-template's executeTemplateFunc: a named template's output, with the
+// given value (or nil) as its dot.
+func executeTemplate(name string, data ...interface{}) (string, error) {
+	var dot interface{}
+	switch len(data) {
+	case 0:
+	case 1:
+		dot = data[0]
+	default:
+		return "", fmt.Errorf("executeTemplate: wrong number of arguments")
+	}
+	var b bytes.Buffer
+	if err := root.ExecuteTemplate(&b, name, dot); err != nil {
+		return "", err
+	}
+	return b.String(), nil
+}
+
 func main() {
 	if len(os.Args) != 3 && len(os.Args) != 5 {
 		fmt.Fprintln(os.Stderr, "usage: ctrender SNAPSHOT.json TEMPLATE [LEFT RIGHT]")
@@ -67,19 +88,20 @@ func main() {
 			_, ok := snap.KV[s]
 			return ok, err
 		},
-		"ls":          kvList(ls),
-		"tree":        kvList(tree),
-		"service":     service,
-		"connect":     connect,
-		"services":    services,
-		"node":        node,
-		"nodes":       nodes,
-		"datacenters": func() []string { return snap.Datacenters },
-		"caRoots":     func() []*CARoot { return snap.CARoots.Roots },
-		"caLeaf":      func(s string) *LeafCert { return snap.CALeaf[s] },
-		"secret":      secret,
-		"secrets":     secrets,
-		"env":         os.Getenv,
+		"ls":              kvList(ls),
+		"tree":            kvList(tree),
+		"service":         service,
+		"connect":         connect,
+		"services":        services,
+		"node":            node,
+		"nodes":           nodes,
+		"datacenters":     func() []string { return snap.Datacenters },
+		"caRoots":         func() []*CARoot { return snap.CARoots.Roots },
+		"caLeaf":          func(s string) *LeafCert { return snap.CALeaf[s] },
+		"secret":          secret,
+		"executeTemplate": executeTemplate,
+		"secrets":         secrets,
+		"env":             os.Getenv,
 		"envOrDefault": func(s, d string) string {
 			if v, ok := os.LookupEnv(s); ok {
 				return v
@@ -194,6 +216,7 @@ func main() {
 		tmpl = tmpl.Delims(os.Args[3], os.Args[4])
 	}
 	tmpl, err = tmpl.Parse(string(text))
+	root = tmpl
 	check(err)
 	check(tmpl.Execute(os.Stdout, nil))
 }
