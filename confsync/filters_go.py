@@ -156,6 +156,13 @@ def go_parse_float(text: str) -> float:
     return float(text)
 
 
+def go_must_env(value: str, name: str) -> str:
+    """consul-template's mustEnv: an empty (or unset) variable fails the render."""
+    if not value:
+        raise ValueError(f"required environment variable {name} is empty")
+    return value
+
+
 def go_service_name(name: str) -> str:
     """A service name computed at render time (`service .Name`), refused unless consul-template
     would read all of it as the name: a "." starts a tag, "@" a datacenter, "~" a near node
@@ -325,7 +332,7 @@ def explode(tree: Mapping[str, str]) -> dict[str, Any]:
     return out
 
 
-FILTERS = {f.__name__: f for f in (go_print, go_json, go_str, go_quote, go_kv_path, go_parse_bool, go_parse_float,
-                                   go_parse_int, go_node_name, go_service_name, go_vault_path, go_trim, go_split,
-                                   go_split_to_map, go_indent, go_b64encode, go_b64decode, go_lower, go_upper, by_tag,
-                                   by_port, by_meta, by_key, explode)}
+FILTERS = {f.__name__: f for f in (go_print, go_json, go_str, go_quote, go_kv_path, go_must_env, go_parse_bool,
+                                   go_parse_float, go_parse_int, go_node_name, go_service_name, go_vault_path, go_trim,
+                                   go_split, go_split_to_map, go_indent, go_b64encode, go_b64decode, go_lower, go_upper,
+                                   by_tag, by_port, by_meta, by_key, explode)}

@@ -220,6 +220,7 @@ def test_unreadable_config_is_a_clear_error(tmp_path: Path) -> None:
     (filters_go.go_parse_int, "1_000"),
     (filters_go.go_parse_int, str(2**63)),
     (filters_go.go_parse_bool, "yes"),
+    (lambda v: filters_go.go_must_env(v, "X"), ""),  # mustEnv of an empty or unset variable
     (filters_go.go_parse_float, "1_000.5"),  # Python's float() reads it, Go's ParseFloat does not
     (filters_go.go_parse_float, "1e400"),
 ])

@@ -30,7 +30,6 @@ REFUSED = {
     "sockaddr": "reads the host's network interfaces",
     "regexMatch": "Go's RE2 syntax differs from Python's re",
     "regexReplaceAll": "Go's RE2 syntax differs from Python's re",
-    "mustEnv": "no equivalent that fails on an empty variable",
     "print": "fmt.Sprint's spacing rules; use printf",
     "println": "fmt.Sprintln's spacing rules; use printf",
     "html": "Go's HTML escaping differs from Jinja2's",
@@ -92,6 +91,12 @@ def env(args: list[Value], pos: Pos) -> Value:
     count(args, 1, pos, "env")
     name = want(args[0], "str", pos, "env")
     return Value(f'env({name.code}, "")', "str")  # Go's env gives "" for an unset variable
+
+
+def must_env(args: list[Value], pos: Pos) -> Value:
+    count(args, 1, pos, "mustEnv")
+    name = want(args[0], "str", pos, "mustEnv")
+    return Value(f'(env({name.code}, "") | go_must_env({name.code}))', "str")  # empty: the render fails
 
 
 def env_or_default(args: list[Value], pos: Pos) -> Value:
@@ -248,6 +253,7 @@ TRANSLATORS: dict[str, Translator] = {
     "secrets": secrets,
     "env": env,
     "envOrDefault": env_or_default,
+    "mustEnv": must_env,
     "toJSON": _to_json(),
     "toJSONPretty": _to_json(pretty=True),
     "toUnescapedJSON": _to_json(escape_html=False),

@@ -102,6 +102,12 @@ func main() {
 		"executeTemplate": executeTemplate,
 		"secrets":         secrets,
 		"env":             os.Getenv,
+		"mustEnv": func(s string) (string, error) {
+			if v := os.Getenv(s); v != "" {
+				return v, nil
+			}
+			return "", fmt.Errorf("required environment variable %s is empty", s)
+		},
 		"envOrDefault": func(s, d string) string {
 			if v, ok := os.LookupEnv(s); ok {
 				return v
