@@ -90,6 +90,28 @@ def printf(args: list[Value], pos: Pos) -> Value:
     return translate(fmt.literal, args[1:], pos)
 
 
+def _sprint(newline: bool) -> Callable[[list[Value], Pos], Value]:
+    """fmt.Sprint: a space between two operands when neither is a string; Sprintln: a space between
+    every two, and a newline at the end. Each operand printed as Go prints it."""
+    name = "println" if newline else "print"
+
+    def translate(args: list[Value], pos: Pos) -> Value:
+        parts: list[str] = []
+        for i, a in enumerate(args):
+            if a.kind not in PRINTABLE | GO_PRINTED:
+                raise Refusal(pos, f"{name} of a {a.kind} value: Go prints its internal representation")
+            if not newline and a.kind in ("any", "json"):
+                raise Refusal(pos, f"{name} of a {a.kind} value: whether Go puts a space around it depends on "
+                                   "its type at render time")
+            if i and (newline or (args[i - 1].kind != "str" and a.kind != "str")):
+                parts.append('" "')
+            parts.append(a.code if a.kind in PRINTABLE else f"({a.code} | go_print)")
+        if newline:
+            parts.append('"\\n"')
+        return Value("(" + " ~ ".join(parts or ['""']) + ")", "str")
+    return translate
+
+
 def _as_strings(args: list[Value]) -> list[Value]:
     """A Vault field compared with a string: Go compares it if it holds a string (else fails)."""
     if not any(a.kind == "str" for a in args):
@@ -118,4 +140,6 @@ BUILTINS: dict[str, Callable[[list[Value], Pos], Value]] = {
     "len": len_,
     "index": index,
     "printf": printf,
+    "print": _sprint(newline=False),
+    "println": _sprint(newline=True),
 }

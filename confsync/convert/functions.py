@@ -30,8 +30,6 @@ REFUSED = {
     "sockaddr": "reads the host's network interfaces",
     "regexMatch": "Go's RE2 syntax differs from Python's re",
     "regexReplaceAll": "Go's RE2 syntax differs from Python's re",
-    "print": "fmt.Sprint's spacing rules; use printf",
-    "println": "fmt.Sprintln's spacing rules; use printf",
     "html": "Go's HTML escaping differs from Jinja2's",
     "js": "Go's JavaScript escaping has no Jinja2 equivalent",
     "urlquery": "Go's query escaping differs from Jinja2's urlencode",
