@@ -156,6 +156,22 @@ def go_parse_float(text: str) -> float:
     return float(text)
 
 
+_HTML = str.maketrans({"\0": "\ufffd", '"': "&#34;", "'": "&#39;", "&": "&amp;", "<": "&lt;", ">": "&gt;"})
+
+
+def go_html(text: str) -> str:
+    """text/template's html of a string (template.HTMLEscapeString)."""
+    return text.translate(_HTML)
+
+
+def go_urlquery(text: str) -> str:
+    """text/template's urlquery of a string (url.QueryEscape: all but A-Z a-z 0-9 - _ . ~ escaped,
+    a space as +)."""
+    from urllib.parse import quote_plus
+
+    return quote_plus(text, safe="")
+
+
 def go_must_env(value: str, name: str) -> str:
     """consul-template's mustEnv: an empty (or unset) variable fails the render."""
     if not value:
@@ -332,7 +348,7 @@ def explode(tree: Mapping[str, str]) -> dict[str, Any]:
     return out
 
 
-FILTERS = {f.__name__: f for f in (go_print, go_json, go_str, go_quote, go_kv_path, go_must_env, go_parse_bool,
-                                   go_parse_float, go_parse_int, go_node_name, go_service_name, go_vault_path, go_trim,
-                                   go_split, go_split_to_map, go_indent, go_b64encode, go_b64decode, go_lower, go_upper,
-                                   by_tag, by_port, by_meta, by_key, explode)}
+FILTERS = {f.__name__: f for f in (go_print, go_json, go_str, go_quote, go_kv_path, go_html, go_urlquery, go_must_env,
+                                   go_parse_bool, go_parse_float, go_parse_int, go_node_name, go_service_name,
+                                   go_vault_path, go_trim, go_split, go_split_to_map, go_indent, go_b64encode,
+                                   go_b64decode, go_lower, go_upper, by_tag, by_port, by_meta, by_key, explode)}

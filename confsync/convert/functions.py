@@ -30,9 +30,7 @@ REFUSED = {
     "sockaddr": "reads the host's network interfaces",
     "regexMatch": "Go's RE2 syntax differs from Python's re",
     "regexReplaceAll": "Go's RE2 syntax differs from Python's re",
-    "html": "Go's HTML escaping differs from Jinja2's",
     "js": "Go's JavaScript escaping has no Jinja2 equivalent",
-    "urlquery": "Go's query escaping differs from Jinja2's urlencode",
     "call": "calls a function value; none exist in confsync",
     "slice": "no exact equivalent",
     "safeLs": "refuses to render on an empty prefix; use ls with confsync's min_bytes guard",
@@ -289,6 +287,8 @@ TRANSLATORS: dict[str, Translator] = {
     "base64URLEncode": _text_filter("go_b64encode(url=true)", "base64URLEncode"),
     "base64URLDecode": _text_filter("go_b64decode(url=true)", "base64URLDecode"),
     "toLower": _text_filter("go_lower", "toLower"),
+    "html": _text_filter("go_html", "html"),  # of one string: of several, Go escapes fmt.Sprint's
+    "urlquery": _text_filter("go_urlquery", "urlquery"),
     "toUpper": _text_filter("go_upper", "toUpper"),
     "trimSpace": _text_filter("go_trim", "trimSpace"),
 }
