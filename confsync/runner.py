@@ -14,6 +14,7 @@ import dataclasses
 import difflib
 import hashlib
 import logging
+import os
 import sys
 import time
 from collections import defaultdict
@@ -262,10 +263,10 @@ class Runner:
         log.debug("rendered %s", state.name, extra={"event": "rendered", "template": state.name,
                                                     "changed": sorted(map(str, changed))})
         target = self._target(state)
-        if self.diff:
-            self.diff(_unified_diff(target, data))
         started = time.monotonic()
         try:
+            if self.diff:
+                self.diff(_unified_diff(target, data))
             written = await write.write(target, data, dry_run=self.dry_run)
         except write.RefusedError as exc:
             self._failed(state, exc, "refused")
@@ -423,5 +424,12 @@ def _unified_diff(target: write.Target, new: bytes) -> str:
 
 
 def print_to_stdout(text: str) -> None:
-    sys.stdout.write(text)
-    sys.stdout.flush()
+    """`once --diff | head -1`: once the reader has gone (EPIPE), the rest of the diff goes nowhere,
+    and the run goes on to write its files, as it does without the pipe."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # what Python's docs advise: the buffer's flush at exit goes there
+        os.close(devnull)

@@ -66,8 +66,14 @@ class RefusedError(WriteError):
 
 
 def current(path: Path) -> bytes | None:
+    """The live file's bytes, None when there is none. Only a regular file is read: a FIFO in the
+    destination's place (a shared volume) would block the event loop for good, even against SIGTERM."""
     try:
-        return path.read_bytes()
+        # O_NONBLOCK: opening a FIFO does not wait for a writer; it is refused just below.
+        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC), "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise WriteError(f"{path}: is not a regular file; left as it is")
+            return fh.read()
     except FileNotFoundError:
         return None
     except OSError as exc:

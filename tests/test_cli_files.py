@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import os
 import queue
+import subprocess
 import sys
 
 import pytest
 
-from tests.helpers import Daemon, SignalApp, confsync
+from tests.helpers import Daemon, SignalApp, cli_env, confsync
 
 TEMPLATE = 'host={{ kv.key("db/host") }}\nport={{ kv.key("db/port", default="5432") }}\n'
 
@@ -261,3 +262,25 @@ def test_env_overrides_log_format(project):
     assert result.returncode == 0
     assert result.stderr.lstrip().startswith("{")
 
+
+
+def test_once_diff_into_a_pipe_closed_early_still_writes_every_file(project, tmp_path):
+    """`once --diff | head -1`: the EPIPE of the second diff crashed the render loop; once waited out
+    its --timeout, then failed with 'BrokenPipeError' and the second file unwritten."""
+    lines = "{% for i in range(20000) %}line {{ i }} {{ kv.key('db/host') }}\\n{% endfor %}"
+    cfg = project("sources:\n  kv: {type: files, root: ./data}\ntemplates:\n"
+                  + "".join(f"  - {{contents: \"{lines}\", destination: out/{n}.conf}}\n" for n in "ab"),
+                  data={"db/host": "db1"})
+    proc = subprocess.Popen([sys.executable, "-m", "confsync", "once", "-c", str(cfg), "--diff", "--timeout", "5s"],
+                            env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout and proc.stdout.readline().startswith("--- ")
+        proc.stdout.close()  # as `head -1` does
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 0, stderr
+    assert "BrokenPipe" not in stderr and "Traceback" not in stderr
+    for name in "ab":
+        assert (tmp_path / f"out/{name}.conf").read_text().count("db1\n") == 20000

@@ -269,3 +269,17 @@ def test_out_of_descriptors_is_an_error_readyz_shows_not_waiting(project, tmp_pa
         daemon.wait_event("written")
         assert httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
     assert (tmp_path / "out/app.conf").read_text() == "v=3"
+
+
+@pytest.mark.parametrize("diff", [False, True])
+def test_a_fifo_in_a_destination_s_place_is_named_and_left(project, tmp_path, diff):
+    """A FIFO where a destination goes (a shared volume): reading the current file waited for a
+    writer for ever, and SIGTERM could not end the wait (`once` hung in open())."""
+    cfg = project(TWO, {"odd.j2": "{{ kv.key('ok') }}", "fine.j2": "{{ kv.key('ok') }}"}, {"ok": "fine"})
+    (tmp_path / "out").mkdir()
+    os.mkfifo(tmp_path / "out/odd.conf")
+    result = confsync("once", "-c", str(cfg), *(["--diff"] if diff else []), timeout=30)
+    assert result.returncode == 1, result.stderr
+    assert "out/odd.conf: is not a regular file" in result.stderr and "Traceback" not in result.stderr
+    assert stat.S_ISFIFO(os.lstat(tmp_path / "out/odd.conf").st_mode)
+    assert (tmp_path / "out/fine.conf").read_text() == "fine"
