@@ -138,12 +138,14 @@ def test_jwt_login_renders_and_the_sink_holds_the_token_in_use(bao, pki, project
     assert_no_leak(result.stderr, jwt, token)
 
 
-@pytest.mark.parametrize("case", ["missing", "unreadable", "empty", "foreign key", "wrong audience"])
+@pytest.mark.parametrize("case", ["missing", "unreadable", "fifo", "empty", "foreign key", "wrong audience"])
 def test_jwt_that_cannot_log_in_is_named_never_shown(bao, pki, project, tmp_path, case):
     jwt = {"foreign key": sign_jwt(pki / "rogue.key"), "wrong audience": sign_jwt(pki / "jwt.key", aud="other")}
     token_file = tmp_path / "id.jwt"
     if case == "unreadable":  # a mode would not stop root: a directory cannot be read as a file
         token_file.mkdir()
+    elif case == "fifo":  # a shell's <(…) or a shared volume: the open waited for a writer, deaf to SIGTERM
+        os.mkfifo(token_file)
     elif case != "missing":
         token_file.write_text(jwt.get(case, ""))
     cfg = setup(project, bao.addr, "{method: jwt, role: app, jwt_file: id.jwt}")
@@ -151,6 +153,7 @@ def test_jwt_that_cannot_log_in_is_named_never_shown(bao, pki, project, tmp_path
     assert result.returncode == 3, result.stderr
     expected = {"missing": f"cannot read jwt_file {token_file}: No such file or directory",
                 "unreadable": f"cannot read jwt_file {token_file}: Is a directory",
+                "fifo": f"cannot read jwt_file {token_file}: not a regular file",
                 "empty": f"jwt_file {token_file} is empty",
                 "foreign key": "jwt login failed: refused (HTTP 400)",
                 "wrong audience": "jwt login failed: refused (HTTP 400)"}[case]

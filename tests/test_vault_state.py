@@ -168,6 +168,11 @@ def test_state_options_are_checked(bao, cert_project, tmp_path):
     result = confsync("once", "-c", str(cfg), "--timeout", "5s", **root_env(bao))
     assert result.returncode == 2
     assert f"sources.vault: cannot start: cannot read state_key_file {tmp_path / 'missing.key'}" in result.stderr
+    os.mkfifo(tmp_path / "fifo.key")  # the start waited for a writer for ever, deaf to SIGTERM
+    fifo = cert_project("b.example", "state_key_file: fifo.key")
+    result = confsync("once", "-c", str(fifo), "--timeout", "5s", **root_env(bao))
+    assert result.returncode == 2
+    assert f"cannot read state_key_file {tmp_path / 'fifo.key'}: not a regular file" in result.stderr
     short = cert_project("b.example", "state_key_env: STATE_KEY")
     result = confsync("once", "-c", str(short), "--timeout", "5s", STATE_KEY="short", **root_env(bao))
     assert result.returncode == 2 and "must be at least 32 characters" in result.stderr

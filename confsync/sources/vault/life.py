@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,11 +53,26 @@ def ttl_text(life: TokenLife) -> str:
     return f"{life.ttl:g}s, " + ("renewable" if life.renewable else "not renewable")
 
 
+MAX_CREDENTIAL_BYTES = 1 << 20  # a token, JWT or password is a few kB: /dev/zero given by mistake is not
+
+
 def read_file(path: Path | None, option: str) -> str:
+    """A credential file, read at each login in the event loop: only a regular file, so that a FIFO
+    (a shell's `<(…)`, a shared volume) cannot block the sidecar for good, even against SIGTERM."""
     try:
-        text = Path(path or "").read_text(encoding="utf-8").strip()
+        # O_NONBLOCK: opening a FIFO does not wait for a writer; it is refused just below.
+        with open(os.open(path or "", os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC), "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise Refused(f"cannot read {option} {path}: not a regular file")
+            data = fh.read(MAX_CREDENTIAL_BYTES + 1)
     except OSError as exc:
         raise Refused(f"cannot read {option} {path}: {exc.strerror}") from None
+    if len(data) > MAX_CREDENTIAL_BYTES:
+        raise Refused(f"cannot read {option} {path}: larger than {MAX_CREDENTIAL_BYTES >> 20} MiB")
+    try:
+        text = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise Refused(f"cannot read {option} {path}: not UTF-8 text") from None
     if not text:
         raise Refused(f"{option} {path} is empty")
     return text

@@ -23,6 +23,9 @@ from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from confsync.sources.vault.errors import Refused
+from confsync.sources.vault.life import read_file
+
 log = logging.getLogger(__name__)
 
 FORMAT = "confsync-vault-state"
@@ -77,9 +80,9 @@ def read_key(key_file: Path | None, key_env: str | None) -> bytes | None:
     if key_file is not None:
         where = f"state_key_file {key_file}"
         try:
-            text = key_file.read_bytes().strip()
-        except OSError as exc:
-            raise ValueError(f"cannot read {where}: {exc.strerror}") from None
+            text = read_file(key_file, "state_key_file").encode()  # a FIFO there would block the start
+        except Refused as exc:
+            raise ValueError(exc.reason) from None
     else:
         where = f"state_key_env {key_env}"
         if key_env not in os.environ:
