@@ -264,7 +264,12 @@ def _check_references(config: Config) -> None:
             if name not in config.reloaders and name != EXEC:
                 known = ", ".join(sorted([*config.reloaders, EXEC]))
                 report(FieldError(f"templates[{i}].reload", f"unknown reloader {name!r} (known: {known})"))
-    check_templates(config.templates, roots, config.path)
+    written = {Path(os.path.realpath(path)): f"sources.{name}.{key}" for name, s in config.sources.items()
+               for key, path in (s.options.written() if hasattr(s.options, "written") else {}).items()}
+    for path, option in written.items():
+        if path == Path(os.path.realpath(config.path)):
+            report(FieldError(option, "is the config file itself"))
+    check_templates(config.templates, roots, config.path, written)
 
 
 def check_setting(name: str, value: Any) -> Any:

@@ -83,10 +83,12 @@ class TemplateConfig:
         return config_path.parent, Path(f"{config_path}: templates[{index}].contents")
 
 
-def check_templates(templates: tuple[TemplateConfig, ...], roots: dict[str, Path], config_path: Path) -> None:
+def check_templates(templates: tuple[TemplateConfig, ...], roots: dict[str, Path], config_path: Path,
+                    written: dict[Path, str]) -> None:
     """What each template's settings cannot say alone: a missing source file, a destination shared,
     its own source or the config file, inside the root of a `files` source (name → its real root),
-    or an owner this process cannot give files to."""
+    a file a source writes (real path → its option: a Vault state file or token sink), or an owner
+    this process cannot give files to."""
     seen: dict[Path, int] = {}
     for i, tpl in enumerate(templates):
         if tpl.source is not None and not tpl.source.is_file():
@@ -100,6 +102,8 @@ def check_templates(templates: tuple[TemplateConfig, ...], roots: dict[str, Path
             report(FieldError(f"templates[{i}].destination", "is the template's own source file"))
         if dest == Path(os.path.realpath(config_path)):
             report(FieldError(f"templates[{i}].destination", "is the config file itself"))
+        if dest in written:  # each would replace the other's file: a token rendered over, or written out
+            report(FieldError(f"templates[{i}].destination", f"{tpl.destination} is also {written[dest]}"))
         for key, problem in (("user", _user_problem(tpl.user)), ("group", _group_problem(tpl.group))):
             if problem:
                 report(FieldError(f"templates[{i}].{key}", problem))

@@ -282,3 +282,22 @@ def test_a_planted_token_is_not_adopted(bao, pod_login, project, tmp_path):
     assert "logged in (approle" in result.stderr
     assert json.loads(state.read_text())["token"] not in ("", bao.root_token)
     assert_no_leak(result.stderr, bao.root_token, doc["token"])
+
+
+def test_a_file_the_source_writes_cannot_be_a_template_s_or_the_config(project, tmp_path):
+    """state_file or the token sink also named as a template's destination (or as the config file):
+    each write replaced the other's, a token rendered over or the state written where the app reads."""
+    def check(vault: str, destination: str) -> str:
+        cfg = project("sources:\n  vault:\n    type: vault\n    address: http://127.0.0.1:1\n" + vault
+                      + f"templates:\n  - {{contents: x, destination: {destination}}}\n")
+        result = confsync("check", "-c", str(cfg))
+        assert result.returncode == 2, result.stderr
+        return result.stderr
+
+    assert f"templates[0].destination: {tmp_path}/out/app.conf is also sources.vault.state_file" in \
+        check("    state_file: out/app.conf\n", "out/app.conf")
+    assert f"templates[0].destination: {tmp_path}/run/token is also sources.vault.auth.sink.path" in \
+        check("    auth: {method: token_file, token_file: t, sink: {path: run/token}}\n", "run/token")
+    assert "sources.vault.state_file: is the config file itself" in check("    state_file: confsync.yaml\n", "out/x")
+    assert "state_file and auth.sink.path name the same file" in check(
+        "    state_file: run/token\n    auth: {method: token_file, token_file: t, sink: {path: run/token}}\n", "out/x")

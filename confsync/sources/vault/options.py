@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, fields, replace
+from pathlib import Path
 from typing import Any, Literal
 
 from confsync.config import Duration, Perms, RelPath
@@ -92,6 +94,14 @@ class VaultOptions:
             raise ValueError("state_key_file and state_key_env encrypt state_file: set state_file too")
         if self.state_key_file and self.state_key_env:
             raise ValueError("set one of state_key_file or state_key_env, not both")
+        sink = self.auth.sink
+        if self.state_file and sink and os.path.realpath(self.state_file) == os.path.realpath(sink.path):
+            raise ValueError("state_file and auth.sink.path name the same file: each write would replace the other")
+
+    def written(self) -> dict[str, Path]:
+        """The files this source writes (option → path): no template may write them too."""
+        return {k: p for k, p in (("state_file", self.state_file),
+                                  ("auth.sink.path", self.auth.sink.path if self.auth.sink else None)) if p}
 
 
 # -- what templates see -------------------------------------------------------------------------
