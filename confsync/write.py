@@ -80,6 +80,18 @@ def current(path: Path) -> bytes | None:
         raise WriteError(f"{path}: cannot read the current file: {exc.strerror}") from None
 
 
+def clear_foreign(path: Path) -> None:
+    """Remove what is in the place of a file that only confsync may own (the Vault state file, the
+    token sink) unless it is a regular file of ours: the writer refuses a symlink for ever, and as
+    root it keeps the old file's owner, so a file planted in a shared volume would be given the token."""
+    if os.path.islink(path.parent):
+        return  # never through a symlinked directory: the write refuses it (_check_inside_roots)
+    with contextlib.suppress(OSError):
+        st = os.lstat(path)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+            os.unlink(path)
+
+
 async def write(target: Target, data: bytes, *, guard: bool = True, dry_run: bool = False) -> Change | None:
     """Put `data` at `target.destination`; None when the file already held exactly that.
 

@@ -238,6 +238,28 @@ def test_wrapped_sink_unwraps_once_to_the_token(bao, project, tmp_path):
     assert_no_leak(result.stderr, token, wrap["token"])
 
 
+def test_a_sink_file_planted_by_another_user_is_replaced_by_one_of_confsync_s(bao, project, tmp_path):
+    """As root the writer keeps the old file's owner: a `token` made in a shared volume by another
+    user (or a symlink in its place) was given the token."""
+    if os.geteuid() != 0:
+        pytest.skip("only root gives files away")
+    token = root_client(bao).auth.token.create(policies=["auth-app"], ttl="1h")["auth"]["client_token"]
+    (tmp_path / "run").mkdir()
+    planted = tmp_path / "run/token"
+    planted.write_text("")
+    os.chown(planted, 65534, 65534)
+    (tmp_path / "victim").write_text("the victim's")
+    os.symlink(tmp_path / "victim", tmp_path / "run/link")
+    for name in ("token", "link"):
+        cfg = setup(project, bao.addr, f"{{method: token, sink: {{path: run/{name}, mode: '0640'}}}}")
+        result = confsync("once", "-c", str(cfg), VAULT_TOKEN=token)
+        assert result.returncode == 0, result.stderr
+        sink = tmp_path / "run" / name
+        assert sink.read_text() == token and not sink.is_symlink()
+        assert (sink.stat().st_uid, sink.stat().st_gid) == (os.geteuid(), os.getegid())
+    assert (tmp_path / "victim").read_text() == "the victim's"
+
+
 def mount(*args: str) -> None:
     subprocess.run(["mount", *args], check=True, capture_output=True, timeout=30)
 

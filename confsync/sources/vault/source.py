@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import random
-import stat
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -36,7 +34,7 @@ from confsync.sources.vault.life import TokenLife, life_from_auth, life_from_loo
 from confsync.sources.vault.options import VaultFunctions, VaultOptions
 from confsync.sources.vault.secrets import MIN_DELAY, Mount
 from confsync.sources.vault.state import State, dump, identity, load, read_key
-from confsync.write import SECRET_MODE, Target, write
+from confsync.write import SECRET_MODE, Target, clear_foreign, write
 
 log = logging.getLogger(__name__)
 
@@ -303,7 +301,7 @@ class VaultSource(LeaseKeeping):
             await asyncio.sleep(0)
             self._dirty = False
             try:
-                _clear_foreign(path)
+                clear_foreign(path)
                 await write(Target(path, perms=SECRET_MODE, create_dirs=False, secret=True),
                             dump(self._state, self._state_key, self._identity))
             except WriteError as exc:
@@ -433,16 +431,6 @@ def _note_retry_after(response: Any, *args: Any, **kwargs: Any) -> None:
     """A requests hook, run in the thread that made the request."""
     if response.status_code == RATE_LIMITED:
         _last_reply.retry_after = response.headers.get("Retry-After")
-
-
-def _clear_foreign(path: Path) -> None:
-    """Remove what is in the state file's place unless it is a regular file of ours: the writer
-    refuses a symlink for ever, and as root it would give the new file (and the token in it) to
-    the old file's owner."""
-    with contextlib.suppress(OSError):
-        st = os.lstat(path)
-        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
-            os.unlink(path)
 
 
 def _fire(source: VaultSource, attr: str) -> None:

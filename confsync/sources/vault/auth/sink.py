@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from confsync.errors import WriteError
 from confsync.sources.vault.errors import Refused
 from confsync.sources.vault.life import part
-from confsync.write import Target, write
+from confsync.write import Target, clear_foreign, write
 
 if TYPE_CHECKING:
     from confsync.sources.vault.auth.base import Vault
@@ -28,6 +28,7 @@ async def write_token(sink: SinkOptions, vault: Vault, token: str) -> bool:
         body = await vault.call(vault.client.adapter.post, "/v1/sys/wrapping/wrap", json={"token": token},
                                 wrap_ttl=f"{sink.wrap_ttl:.0f}s", redact=(token,))
         text = json.dumps(part(body, "wrap_info"))
+    clear_foreign(sink.path)  # the file is confsync's: never given to whoever made the one there
     try:
         # A directory that is a symlink is refused (the writer never trusts a symlinked root): in
         # a shared volume it could send the token anywhere.
