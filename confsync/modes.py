@@ -147,10 +147,10 @@ async def once(config: Config, timeout: float, *, reloads: bool = True, dry_run:
     with signals.capture({"stop": stop, "dump": runner.dump}):  # SIGHUP: nothing to re-read in one run
         await runner.start()
         worker = asyncio.create_task(runner.work())
-        try:
-            await asyncio.wait_for(runner.settled.wait(), timeout)
-        except TimeoutError:
-            pass
+        settled = asyncio.create_task(runner.settled.wait())
+        # A crash of the render loop ends the wait too (re-raised below), not only settling or the timeout.
+        await asyncio.wait({settled, worker}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        settled.cancel()
         runner.stop()
         try:
             await worker

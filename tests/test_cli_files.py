@@ -284,3 +284,12 @@ def test_once_diff_into_a_pipe_closed_early_still_writes_every_file(project, tmp
     assert "BrokenPipe" not in stderr and "Traceback" not in stderr
     for name in "ab":
         assert (tmp_path / f"out/{name}.conf").read_text().count("db1\n") == 20000
+
+
+def test_once_diff_to_a_full_disk_fails_at_once_naming_the_error(project, tmp_path):
+    """A crash of the render loop (here: --diff to /dev/full) left once waiting out its --timeout."""
+    cfg = project(config(), {"app.conf.j2": TEMPLATE}, {"db/host": "db1"})
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-m", "confsync", "once", "-c", str(cfg), "--diff", "--timeout", "60s"],
+                              env=cli_env(), stdout=full, stderr=subprocess.PIPE, text=True, timeout=20)
+    assert proc.returncode == 1 and "No space left on device" in proc.stderr, proc.stderr
